@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the Rust workspace, then the TypeScript package and web UI when present.
+# This is the README's test command, and CI runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --locked
+
+if [ -f ts/package.json ]; then
+  bash scripts/build-wasm.sh
+  (cd ts && npm test)
+fi
