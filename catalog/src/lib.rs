@@ -16,9 +16,15 @@ pub mod ingest;
 mod test_entries;
 
 #[cfg(feature = "native")]
+pub mod download;
+#[cfg(feature = "native")]
 pub mod home;
 #[cfg(feature = "native")]
+pub mod ops;
+#[cfg(feature = "native")]
 pub mod resolve;
+#[cfg(feature = "native")]
+pub mod sources;
 #[cfg(feature = "native")]
 pub mod store;
 

@@ -49,7 +49,6 @@ pub struct Lfs {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ModelInfo {
     /// `org/name`.
-    #[serde(alias = "modelId")]
     pub id: String,
     /// The publisher.
     #[serde(default)]

@@ -1,0 +1,131 @@
+//! The CivitAI client: models, versions and lookups by hash, fed to [`crate::ingest::civitai`].
+//! Configured by a builder with the endpoint and token.
+
+use artifacts_contract::{CatalogId, ModelEntry};
+use chrono::{DateTime, Utc};
+
+use super::SourceError;
+use super::http::{HttpClient, HttpError};
+use crate::ingest::civitai as ingest_civitai;
+
+/// Configures a [`CivitaiClient`].
+#[derive(Debug, Clone, Default)]
+pub struct CivitaiClientBuilder {
+    endpoint: Option<String>,
+    token: Option<String>,
+}
+
+impl CivitaiClientBuilder {
+    /// The CivitAI to talk to (`CIVITAI_ENDPOINT`); the public site when unset.
+    pub fn endpoint(mut self, endpoint: Option<String>) -> Self {
+        self.endpoint = endpoint.filter(|e| !e.is_empty());
+        self
+    }
+
+    /// The API token (`CIVITAI_TOKEN`), needed for some downloads.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> CivitaiClient {
+        CivitaiClient {
+            endpoint: self
+                .endpoint
+                .unwrap_or_else(|| ingest_civitai::PUBLIC_ENDPOINT.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            http: HttpClient::new(
+                self.token,
+                "; set CIVITAI_TOKEN to a CivitAI API key that may download it",
+            ),
+        }
+    }
+}
+
+/// A client of one CivitAI.
+#[derive(Debug, Clone)]
+pub struct CivitaiClient {
+    endpoint: String,
+    http: HttpClient,
+}
+
+impl CivitaiClient {
+    /// A builder with the public site and no token.
+    pub fn builder() -> CivitaiClientBuilder {
+        CivitaiClientBuilder::default()
+    }
+
+    /// The HTTP client (for downloads).
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// Replaces the HTTP client (tests shorten retry waits).
+    pub fn with_http(mut self, http: HttpClient) -> Self {
+        self.http = http;
+        self
+    }
+
+    fn json(&self, url: &str, missing: impl FnOnce() -> String) -> Result<Vec<u8>, SourceError> {
+        self.http.get_json(url).map_err(|e| match e {
+            HttpError::NotFound { .. } => SourceError::NotFound(missing()),
+            other => other.into(),
+        })
+    }
+
+    /// Describes `civitai:MODEL[@VERSION]`; pickle weights are refused unless `allow_pickle`.
+    pub fn fetch_entry(
+        &self,
+        id: &CatalogId,
+        allow_pickle: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ModelEntry, SourceError> {
+        let CatalogId::CivitAi { model, .. } = id else {
+            return Err(SourceError::WrongSource(id.to_string()));
+        };
+        let bytes = self.json(&ingest_civitai::model_url(&self.endpoint, *model), || {
+            format!("no model {model} on CivitAI")
+        })?;
+        let parsed = ingest_civitai::parse_model(&bytes)?;
+        Ok(ingest_civitai::entry_from_model(id, &parsed, allow_pickle, now)?)
+    }
+
+    /// Describes one version by its id alone.
+    pub fn fetch_version(
+        &self,
+        version: u64,
+        allow_pickle: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ModelEntry, SourceError> {
+        let bytes = self.json(&ingest_civitai::version_url(&self.endpoint, version), || {
+            format!("no model version {version} on CivitAI")
+        })?;
+        Ok(ingest_civitai::entry_from_version_json(
+            &bytes,
+            allow_pickle,
+            now,
+        )?)
+    }
+
+    /// Looks a file up by its SHA-256; `None` when CivitAI does not know it.
+    pub fn identify(&self, sha256: &str, now: DateTime<Utc>) -> Result<Option<ModelEntry>, SourceError> {
+        match self
+            .http
+            .get_json(&ingest_civitai::by_hash_url(&self.endpoint, sha256))
+        {
+            Ok(bytes) => Ok(Some(ingest_civitai::entry_from_version_json(&bytes, true, now)?)),
+            Err(HttpError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Searches CivitAI.
+    pub fn search(&self, text: &str, limit: u32, now: DateTime<Utc>) -> Result<Vec<ModelEntry>, SourceError> {
+        let bytes = self
+            .http
+            .get_json(&ingest_civitai::search_url(&self.endpoint, text, limit))?;
+        Ok(ingest_civitai::parse_models_list(&bytes, now)?)
+    }
+}

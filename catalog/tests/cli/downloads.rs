@@ -1,0 +1,166 @@
+//! Downloads: verification, resume, hash mismatch, path traversal, the HF cache layout, verify and rm.
+
+use artifacts_contract::{ArtifactStatus, CatalogId, ModelEntry, WorkerCapabilities, WorkerKind};
+
+use crate::common::{Env, Route, Server, sha256, tiny_llama_gguf};
+use crate::hf::{GGUF_SHA, serve_gguf_repo};
+
+/// A CivitAI model whose one file is served by the loopback server.
+fn serve_civitai_file(server: &Server, name: &str, body: &[u8], published_sha: &str) {
+    let model = serde_json::json!({
+        "id": 77, "name": "Test Checkpoint", "type": "Checkpoint", "nsfw": false,
+        "modelVersions": [{
+            "id": 7001, "baseModel": "SDXL 1.0",
+            "files": [{
+                "name": name, "type": "Model", "primary": true, "sizeKB": body.len() as f64 / 1024.0,
+                "metadata": {"format": "SafeTensor"}, "hashes": {"SHA256": published_sha.to_uppercase()},
+                "downloadUrl": format!("{}/api/download/models/7001", server.url)
+            }]
+        }]
+    });
+    server.route("/api/v1/models/77", Route::json(model.to_string()));
+    server.route("/api/download/models/7001", Route::bytes(body.to_vec()));
+}
+
+fn body() -> Vec<u8> {
+    (0..5000u32).map(|i| (i % 251) as u8).collect()
+}
+
+fn status_of(env: &Env, id: &str) -> ArtifactStatus {
+    let e: ModelEntry = serde_json::from_str(&env.ok(&["show", id, "--json"])).unwrap();
+    e.status
+}
+
+#[test]
+fn a_download_is_verified_then_available_and_rm_deletes_it() {
+    let server = Server::start();
+    let data = body();
+    serve_civitai_file(&server, "ckpt.safetensors", &data, &sha256(&data));
+    let env = Env::new(&server);
+    let entry: ModelEntry = serde_json::from_str(&env.ok(&["add", "civitai:77", "--json"])).unwrap();
+    assert!(entry.status.is_available());
+    let file = std::path::Path::new(entry.path.as_deref().unwrap()).join("ckpt.safetensors");
+    assert!(file.starts_with(env.home.path()));
+    assert_eq!(std::fs::read(&file).unwrap(), data);
+    assert!(env.ok(&["verify", "civitai:77"]).contains("every file verified"));
+
+    std::fs::write(&file, b"tampered").unwrap();
+    let err = env.fails(&["verify", "civitai:77"]);
+    assert!(err.contains("ckpt.safetensors has 8 bytes"), "{err}");
+    assert!(matches!(
+        status_of(&env, "civitai:77"),
+        ArtifactStatus::Failed { .. }
+    ));
+
+    env.ok(&["rm", "civitai:77"]);
+    assert!(!file.exists());
+    assert!(env.entries().is_empty());
+}
+
+#[test]
+fn an_interrupted_download_resumes_with_a_range_request() {
+    let server = Server::start();
+    let data = body();
+    serve_civitai_file(&server, "ckpt.safetensors", &data, &sha256(&data));
+    let mut cut = Route::bytes(data.clone());
+    cut.cut_after = Some(1200);
+    server.route("/api/download/models/7001", cut);
+    let env = Env::new(&server);
+    env.ok(&["add", "civitai:77", "--no-download"]);
+    let err = env.fails(&["pull", "civitai:77"]);
+    assert!(
+        err.contains("run the command again to resume") || err.contains("cannot reach"),
+        "{err}"
+    );
+    match status_of(&env, "civitai:77") {
+        ArtifactStatus::Downloading {
+            downloaded_bytes,
+            total_bytes,
+        } => {
+            assert_eq!((downloaded_bytes, total_bytes), (1200, Some(5000)))
+        }
+        other => panic!("{other:?}"),
+    }
+    let partial = env
+        .home
+        .path()
+        .join("files/civitai/77/7001/ckpt.safetensors.partial");
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 1200);
+
+    let entry: ModelEntry = serde_json::from_str(&env.ok(&["pull", "civitai:77", "--json"])).unwrap();
+    assert!(entry.status.is_available());
+    let ranges: Vec<Option<String>> = server
+        .requests_to("/api/download/models/7001")
+        .iter()
+        .map(|s| s.headers.get("range").cloned())
+        .collect();
+    assert_eq!(ranges, vec![None, Some("bytes=1200-".to_string())]);
+    assert!(!partial.exists());
+    assert_eq!(std::fs::read(partial.with_extension("")).unwrap(), data);
+}
+
+#[test]
+fn a_hash_mismatch_fails_and_leaves_no_file() {
+    let server = Server::start();
+    let data = body();
+    serve_civitai_file(&server, "ckpt.safetensors", &data, &sha256(b"something else"));
+    let env = Env::new(&server);
+    let err = env.fails(&["add", "civitai:77"]);
+    assert!(err.contains("ckpt.safetensors is corrupt"), "{err}");
+    assert!(matches!(
+        status_of(&env, "civitai:77"),
+        ArtifactStatus::Failed { .. }
+    ));
+    let folder = env.home.path().join("files/civitai/77/7001");
+    assert!(!folder.join("ckpt.safetensors").exists() && !folder.join("ckpt.safetensors.partial").exists());
+}
+
+#[test]
+fn remote_names_that_escape_the_folder_are_refused() {
+    let server = Server::start();
+    let data = body();
+    serve_civitai_file(&server, "../../escape.safetensors", &data, &sha256(&data));
+    let env = Env::new(&server);
+    let err = env.fails(&["add", "civitai:77"]);
+    assert!(
+        err.contains("refusing the file name \"../../escape.safetensors\""),
+        "{err}"
+    );
+    assert!(env.entries().is_empty());
+    assert!(!env.home.path().join("escape.safetensors").exists());
+}
+
+#[test]
+fn hf_files_land_in_the_hf_cache_and_blobs_are_reused() {
+    let server = Server::start();
+    let weights = tiny_llama_gguf();
+    serve_gguf_repo(&server, &weights);
+    let env = Env::new(&server);
+    let entry: ModelEntry =
+        serde_json::from_str(&env.ok(&["add", "hf:demo/tiny-GGUF:Q4_K_M", "--json"])).unwrap();
+    assert!(entry.status.is_available());
+    let repo = env.hf_home.path().join("hub/models--demo--tiny-GGUF");
+    let link = repo.join(format!("snapshots/{GGUF_SHA}/tiny-Q4_K_M.gguf"));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        std::path::PathBuf::from(format!("../../blobs/{}", sha256(&weights)))
+    );
+    assert_eq!(std::fs::read(&link).unwrap(), weights);
+
+    // The Q4_0 file has the same content: its blob is reused, not fetched again.
+    env.ok(&["add", "hf:demo/tiny-GGUF:Q4_0"]);
+    let full_gets = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.ends_with(".gguf") && !s.headers.contains_key("range"))
+        .count();
+    assert_eq!(full_gets, 1);
+
+    // What a worker asks: absolute paths of an available, compatible entry.
+    let catalog = catalog::Catalog::open(env.home.path()).unwrap();
+    let id: CatalogId = "hf:demo/tiny-GGUF:Q4_K_M".parse().unwrap();
+    let resolved =
+        catalog::resolve::resolve(&catalog, &id, &WorkerCapabilities::builtin(WorkerKind::Llm), None)
+            .unwrap();
+    assert_eq!(resolved.files[0].1, link);
+}

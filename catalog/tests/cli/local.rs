@@ -1,0 +1,165 @@
+//! Local files, the demo fixture, usage errors and concurrent writers.
+
+use artifacts_contract::{ImageBase, ImageVariant, ModelEntry, ModelFamily};
+use catalog::ingest::safetensors::write_header;
+
+use crate::common::{CHATML, Env, Server, fixtures, tiny_llama_gguf};
+
+#[test]
+fn committed_demo_gguf_matches_its_generator() {
+    let path = fixtures().join("models/tiny-llama-chat.gguf");
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        std::fs::write(&path, tiny_llama_gguf()).unwrap();
+    }
+    let committed = std::fs::read(&path).expect("run UPDATE_FIXTURES=1 cargo test -p catalog to create it");
+    assert_eq!(
+        committed,
+        tiny_llama_gguf(),
+        "stale fixture: UPDATE_FIXTURES=1 cargo test -p catalog"
+    );
+    assert!(committed.len() < 8192);
+}
+
+#[test]
+fn adding_a_local_gguf_reads_its_metadata() {
+    let server = Server::start();
+    let env = Env::new(&server);
+    let path = fixtures().join("models/tiny-llama-chat.gguf");
+    let out = env.ok(&["add", path.to_str().unwrap(), "--json"]);
+    let entry: ModelEntry = serde_json::from_str(&out).unwrap();
+    let llm = entry.config.as_llm().unwrap();
+    assert_eq!(llm.model_family, ModelFamily::Llama);
+    assert_eq!(llm.tokenizer.chat_template.as_deref(), Some(CHATML));
+    assert_eq!(llm.tokenizer.eos, vec!["<|im_end|>".to_string()]);
+    assert_eq!(llm.quantization.as_deref(), Some("Q4_K_M"));
+    assert!(entry.status.is_available());
+    assert!(entry.id.to_string().starts_with("file:/"));
+    // Human output, show by path, and compat all find it.
+    assert!(
+        env.ok(&["show", path.to_str().unwrap()])
+            .contains("chat template: yes")
+    );
+    let compat = env.ok(&["compat", &entry.id.to_string()]);
+    assert!(compat.contains("worker-llm: yes"), "{compat}");
+    assert!(
+        compat.contains("worker-sd: no: worker-sd runs image models"),
+        "{compat}"
+    );
+    // `list --json` prints exactly the stored contract JSON.
+    assert_eq!(env.entries(), vec![entry]);
+}
+
+#[test]
+fn local_safetensors_are_recognised_by_their_tensors() {
+    let server = Server::start();
+    let env = Env::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inpaint.safetensors");
+    std::fs::write(
+        &file,
+        write_header(
+            &[
+                (
+                    "model.diffusion_model.input_blocks.0.0.weight",
+                    "F16",
+                    &[320, 9, 3, 3],
+                ),
+                (
+                    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+                    "F16",
+                    &[320, 768],
+                ),
+            ],
+            &[],
+        ),
+    )
+    .unwrap();
+    let entry: ModelEntry =
+        serde_json::from_str(&env.ok(&["add", file.to_str().unwrap(), "--json"])).unwrap();
+    let image = entry.config.as_image().unwrap();
+    assert_eq!(
+        (image.base, image.variant),
+        (ImageBase::Sd1, ImageVariant::Inpaint)
+    );
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let err = env.fails(&["add", text.to_str().unwrap()]);
+    assert!(err.contains("cannot tell what"), "{err}");
+
+    let truncated = dir.path().join("cut.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&truncated, bytes).unwrap();
+    assert!(
+        env.fails(&["add", truncated.to_str().unwrap()])
+            .contains("truncated")
+    );
+    assert_eq!(env.entries().len(), 1, "failed adds store nothing");
+}
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1() {
+    let server = Server::start();
+    let env = Env::new(&server);
+    assert_eq!(env.run(&["list", "--type", "banana"]).code, 2);
+    assert_eq!(env.run(&["frobnicate"]).code, 2);
+    let r = env.run(&["show", "ollama:llama3"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown catalog id scheme"), "{}", r.stderr);
+    let err = env.fails(&["show", "hf:org/missing"]);
+    assert!(
+        err.contains("no model hf:org/missing in the catalog") && err.contains("catalog add hf:org/missing")
+    );
+    assert_eq!(env.ok(&["list", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn two_processes_adding_at_once_lose_nothing() {
+    let server = Server::start();
+    let env = Env::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let per_process = 12;
+    let mut paths = Vec::new();
+    for p in 0..2 {
+        let mut batch = Vec::new();
+        for i in 0..per_process {
+            let path = dir.path().join(format!("m-{p}-{i}.gguf"));
+            std::fs::write(&path, tiny_llama_gguf()).unwrap();
+            batch.push(path);
+        }
+        paths.push(batch);
+    }
+    // Two shells, each adding its files one process after another, running at the same time.
+    let children: Vec<_> = paths
+        .iter()
+        .map(|batch| {
+            let script: String = batch
+                .iter()
+                .map(|p| {
+                    format!(
+                        "\"$CATALOG\" --home \"$HOMEDIR\" add \"{}\" >/dev/null || exit 1\n",
+                        p.display()
+                    )
+                })
+                .collect();
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("CATALOG", env!("CARGO_BIN_EXE_catalog"))
+                .env("HOMEDIR", env.home.path())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let entries = env.entries();
+    assert_eq!(entries.len(), 2 * per_process);
+    let conn = rusqlite::Connection::open(env.home.path().join("catalog.db")).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the `catalog` command against a loopback server serving recorded responses.
+
+mod common;
+
+mod civitai;
+mod downloads;
+mod hf;
+mod local;
