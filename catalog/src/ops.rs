@@ -225,14 +225,35 @@ pub fn remove(
     if !keep_files && entry.source != ModelSource::Local {
         let downloader = sources.downloader(catalog);
         if let Some(folder) = downloader.entry_folder(&entry) {
-            delete_files(&entry, &folder)?;
+            // Files and HF blobs another entry also uses (two quant ids of one repo, shared configs) stay.
+            let mut shared = Shared::default();
+            for other in catalog.list(&crate::store::Filter::default())? {
+                if other.id == entry.id {
+                    continue;
+                }
+                let other_folder = downloader.entry_folder(&other);
+                for f in &other.files {
+                    shared.blobs.extend(f.sha256.clone());
+                    if let Some(dir) = &other_folder {
+                        shared.paths.push(dir.join(&f.path));
+                    }
+                }
+            }
+            delete_files(&entry, &folder, &shared)?;
         }
     }
     catalog.remove(id)?;
     Ok(entry)
 }
 
-fn delete_files(entry: &ModelEntry, folder: &Path) -> Result<(), OpsError> {
+/// What other entries still use.
+#[derive(Default)]
+struct Shared {
+    blobs: std::collections::HashSet<String>,
+    paths: Vec<PathBuf>,
+}
+
+fn delete_files(entry: &ModelEntry, folder: &Path, shared: &Shared) -> Result<(), OpsError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OpsError::Io { path, source }
@@ -242,10 +263,17 @@ fn delete_files(entry: &ModelEntry, folder: &Path) -> Result<(), OpsError> {
             continue;
         }
         let path = folder.join(&f.path);
-        // An HF snapshot file links to a blob: remove the blob too.
+        if shared.paths.contains(&path) {
+            continue;
+        }
+        // An HF snapshot file links to a blob: remove the blob too, unless another entry uses it.
         if let Ok(target) = std::fs::read_link(&path) {
             let blob = path.parent().unwrap_or(folder).join(target);
-            if blob.is_file() {
+            let name = blob
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if blob.is_file() && !shared.blobs.contains(&name) {
                 std::fs::remove_file(&blob).map_err(io(&blob))?;
             }
         }

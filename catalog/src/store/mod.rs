@@ -134,6 +134,8 @@ impl Catalog {
         // journal_mode returns a row; WAL lets readers run while one process writes.
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Reads straight from the mapped file instead of copying pages: listings stream faster.
+        conn.query_row("PRAGMA mmap_size = 268435456", [], |_| Ok(()))?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrations::migrate(&mut conn)?;
         Ok(Catalog {

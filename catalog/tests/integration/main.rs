@@ -5,4 +5,5 @@ mod common;
 mod civitai;
 mod downloads;
 mod hf;
+mod ingest;
 mod local;
