@@ -281,18 +281,23 @@ fn link(blob: &Path, target: &Path) -> Result<(), DownloadError> {
     }
 }
 
-/// The lower-case hex SHA-256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String, DownloadError> {
+/// Feeds a file's bytes to a hasher.
+fn hash_file_into(hasher: &mut Sha256, path: &Path) -> Result<(), DownloadError> {
     let mut f = File::open(path).map_err(io(path))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).map_err(io(path))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         hasher.update(&buf[..n]);
     }
+}
+
+/// The lower-case hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, DownloadError> {
+    let mut hasher = Sha256::new();
+    hash_file_into(&mut hasher, path)?;
     Ok(hex(&hasher.finalize()))
 }
 
@@ -356,15 +361,7 @@ fn fetch_verified(
     };
     let mut out = if resp.status == 206 && have > 0 {
         // Hash what is already there, then append.
-        let mut existing = File::open(&partial).map_err(io(&partial))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = existing.read(&mut buf).map_err(io(&partial))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
+        hash_file_into(&mut hasher, &partial)?;
         OpenOptions::new()
             .append(true)
             .open(&partial)

@@ -181,6 +181,15 @@ fn id_arg(s: &str) -> Result<CatalogId, Failure> {
     })
 }
 
+/// The stored entry an id argument names.
+fn stored(catalog: &Catalog, id: &str) -> Result<ModelEntry, Failure> {
+    let id = id_arg(id)?;
+    Ok(catalog.get(&id)?.ok_or_else(|| OpsError::Unknown {
+        id: id.clone(),
+        home: catalog.home().to_path_buf(),
+    })?)
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string(value).map_err(|e| Failure::Error(e.to_string()))?;
     println!("{text}");
@@ -311,11 +320,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Show { id, json } => {
-            let id = id_arg(&id)?;
-            let entry = catalog.get(&id)?.ok_or_else(|| OpsError::Unknown {
-                id: id.clone(),
-                home: catalog.home().to_path_buf(),
-            })?;
+            let entry = stored(&catalog, &id)?;
             if json {
                 print_json(&entry)?
             } else {
@@ -331,11 +336,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Compat { id, json } => {
-            let id = id_arg(&id)?;
-            let entry = catalog.get(&id)?.ok_or_else(|| OpsError::Unknown {
-                id: id.clone(),
-                home: catalog.home().to_path_buf(),
-            })?;
+            let entry = stored(&catalog, &id)?;
             let answers: Vec<_> = WorkerKind::ALL
                 .iter()
                 .map(|k| compat::check(&entry, &WorkerCapabilities::builtin(*k), None))

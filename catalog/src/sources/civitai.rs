@@ -4,45 +4,9 @@
 use artifacts_contract::{CatalogId, ModelEntry};
 use chrono::{DateTime, Utc};
 
-use super::SourceError;
 use super::http::{HttpClient, HttpError};
+use super::{ClientBuilder, SourceClient, SourceError};
 use crate::ingest::civitai as ingest_civitai;
-
-/// Configures a [`CivitaiClient`].
-#[derive(Debug, Clone, Default)]
-pub struct CivitaiClientBuilder {
-    endpoint: Option<String>,
-    token: Option<String>,
-}
-
-impl CivitaiClientBuilder {
-    /// The CivitAI to talk to (`CIVITAI_ENDPOINT`); the public site when unset.
-    pub fn endpoint(mut self, endpoint: Option<String>) -> Self {
-        self.endpoint = endpoint.filter(|e| !e.is_empty());
-        self
-    }
-
-    /// The API token (`CIVITAI_TOKEN`), needed for some downloads.
-    pub fn token(mut self, token: Option<String>) -> Self {
-        self.token = token;
-        self
-    }
-
-    /// Builds the client.
-    pub fn build(self) -> CivitaiClient {
-        CivitaiClient {
-            endpoint: self
-                .endpoint
-                .unwrap_or_else(|| ingest_civitai::PUBLIC_ENDPOINT.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            http: HttpClient::new(
-                self.token,
-                "; set CIVITAI_TOKEN to a CivitAI API key that may download it",
-            ),
-        }
-    }
-}
 
 /// A client of one CivitAI.
 #[derive(Debug, Clone)]
@@ -51,10 +15,19 @@ pub struct CivitaiClient {
     http: HttpClient,
 }
 
+impl SourceClient for CivitaiClient {
+    const PUBLIC_ENDPOINT: &'static str = ingest_civitai::PUBLIC_ENDPOINT;
+    const DENIED_HINT: &'static str = "; set CIVITAI_TOKEN to a CivitAI API key that may download it";
+
+    fn from_parts(endpoint: String, http: HttpClient) -> Self {
+        CivitaiClient { endpoint, http }
+    }
+}
+
 impl CivitaiClient {
-    /// A builder with the public site and no token.
-    pub fn builder() -> CivitaiClientBuilder {
-        CivitaiClientBuilder::default()
+    /// A builder with the public endpoint and no token.
+    pub fn builder() -> ClientBuilder<CivitaiClient> {
+        ClientBuilder::default()
     }
 
     /// The HTTP client (for downloads).

@@ -4,8 +4,8 @@
 use artifacts_contract::{CatalogId, ModelEntry};
 use chrono::{DateTime, Utc};
 
-use super::SourceError;
 use super::http::{HttpClient, HttpError};
+use super::{ClientBuilder, SourceClient, SourceError};
 use crate::ingest::gguf::{self, GgufHeader};
 use crate::ingest::hf::{self as ingest_hf, ModelInfo};
 use crate::ingest::hf_files::FetchedFiles;
@@ -14,42 +14,6 @@ use crate::ingest::hf_files::FetchedFiles;
 const CONFIG_LIMIT: u64 = 16 << 20;
 /// Largest GGUF header read over HTTP.
 const GGUF_HEADER_LIMIT: u64 = 256 << 20;
-
-/// Configures an [`HfClient`].
-#[derive(Debug, Clone, Default)]
-pub struct HfClientBuilder {
-    endpoint: Option<String>,
-    token: Option<String>,
-}
-
-impl HfClientBuilder {
-    /// The Hub to talk to (`HF_ENDPOINT`); the public Hub when unset.
-    pub fn endpoint(mut self, endpoint: Option<String>) -> Self {
-        self.endpoint = endpoint.filter(|e| !e.is_empty());
-        self
-    }
-
-    /// The access token (`HF_TOKEN`) for gated and private repos.
-    pub fn token(mut self, token: Option<String>) -> Self {
-        self.token = token;
-        self
-    }
-
-    /// Builds the client.
-    pub fn build(self) -> HfClient {
-        HfClient {
-            endpoint: self
-                .endpoint
-                .unwrap_or_else(|| ingest_hf::PUBLIC_ENDPOINT.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            http: HttpClient::new(
-                self.token,
-                "; set HF_TOKEN to a HuggingFace token with access to this repository",
-            ),
-        }
-    }
-}
 
 /// A client of one HuggingFace Hub.
 #[derive(Debug, Clone)]
@@ -65,10 +29,19 @@ fn repo_and_revision(id: &CatalogId) -> Result<(&str, Option<&str>), SourceError
     }
 }
 
+impl SourceClient for HfClient {
+    const PUBLIC_ENDPOINT: &'static str = ingest_hf::PUBLIC_ENDPOINT;
+    const DENIED_HINT: &'static str = "; set HF_TOKEN to a HuggingFace token with access to this repository";
+
+    fn from_parts(endpoint: String, http: HttpClient) -> Self {
+        HfClient { endpoint, http }
+    }
+}
+
 impl HfClient {
-    /// A builder with the public Hub and no token.
-    pub fn builder() -> HfClientBuilder {
-        HfClientBuilder::default()
+    /// A builder with the public endpoint and no token.
+    pub fn builder() -> ClientBuilder<HfClient> {
+        ClientBuilder::default()
     }
 
     /// The HTTP client (for downloads).

@@ -8,10 +8,11 @@ pub mod hf;
 pub mod http;
 pub mod local;
 
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use crate::ingest::IngestError;
-use http::HttpError;
+use http::{HttpClient, HttpError};
 
 /// Why a source could not describe a model.
 #[derive(Debug, thiserror::Error)]
@@ -50,5 +51,57 @@ impl SourceError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// A source's client, built from an endpoint and a token by [`ClientBuilder`].
+pub trait SourceClient: Sized {
+    /// The public endpoint, used when none is configured.
+    const PUBLIC_ENDPOINT: &'static str;
+    /// What a 401 or 403 tells the user to do (which token to set).
+    const DENIED_HINT: &'static str;
+    /// The client for an endpoint (no trailing slash) and an HTTP client carrying the token.
+    fn from_parts(endpoint: String, http: HttpClient) -> Self;
+}
+
+/// Configures a source client with its endpoint and token, as the command reads them from the
+/// environment; tests point it at a loopback server.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder<C> {
+    endpoint: Option<String>,
+    token: Option<String>,
+    client: PhantomData<C>,
+}
+
+impl<C> Default for ClientBuilder<C> {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoint: None,
+            token: None,
+            client: PhantomData,
+        }
+    }
+}
+
+impl<C: SourceClient> ClientBuilder<C> {
+    /// The server to talk to (`HF_ENDPOINT`, `CIVITAI_ENDPOINT`); the public one when unset or empty.
+    pub fn endpoint(mut self, endpoint: Option<String>) -> Self {
+        self.endpoint = endpoint.filter(|e| !e.is_empty());
+        self
+    }
+
+    /// The access token (`HF_TOKEN`, `CIVITAI_TOKEN`); sent, never stored or shown.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> C {
+        let endpoint = self.endpoint.unwrap_or_else(|| C::PUBLIC_ENDPOINT.to_string());
+        C::from_parts(
+            endpoint.trim_end_matches('/').to_string(),
+            HttpClient::new(self.token, C::DENIED_HINT),
+        )
     }
 }
