@@ -1,0 +1,56 @@
+//! Worker compatibility for JavaScript: the contract's `compat::check`, nothing recomputed here.
+
+use artifacts_contract::ModelEntry;
+use artifacts_contract::compat::{self, Compatibility, DeviceKind, WorkerCapabilities, WorkerKind};
+use tsify::{Ts, Tsify};
+use wasm_bindgen::prelude::*;
+
+use crate::error::WasmError;
+
+/// `checkCompatibility(entry, device?)`: for each worker this project ships, whether it runs the
+/// entry, why not, and the memory it would need.
+#[wasm_bindgen(js_name = checkCompatibility)]
+pub fn check_compatibility(
+    entry: Ts<ModelEntry>,
+    device: Option<Ts<DeviceKind>>,
+) -> Result<Vec<Ts<Compatibility>>, JsError> {
+    let entry = entry.to_rust().map_err(|e| WasmError::shape("ModelEntry", e))?;
+    let device = device
+        .map(|d| d.to_rust().map_err(|e| WasmError::shape("DeviceKind", e)))
+        .transpose()?;
+    let answers = WorkerKind::ALL
+        .iter()
+        .map(|kind| compat::check(&entry, &WorkerCapabilities::builtin(*kind), device));
+    Ok(answers
+        .map(|c| c.into_ts().map_err(WasmError::from))
+        .collect::<Result<_, _>>()?)
+}
+
+/// `checkWorker(entry, capabilities, device?)`: the answer for one worker build, e.g. one that
+/// reported its own capabilities over HTTP.
+#[wasm_bindgen(js_name = checkWorker)]
+pub fn check_worker(
+    entry: Ts<ModelEntry>,
+    capabilities: Ts<WorkerCapabilities>,
+    device: Option<Ts<DeviceKind>>,
+) -> Result<Ts<Compatibility>, JsError> {
+    let entry = entry.to_rust().map_err(|e| WasmError::shape("ModelEntry", e))?;
+    let capabilities = capabilities
+        .to_rust()
+        .map_err(|e| WasmError::shape("WorkerCapabilities", e))?;
+    let device = device
+        .map(|d| d.to_rust().map_err(|e| WasmError::shape("DeviceKind", e)))
+        .transpose()?;
+    Ok(compat::check(&entry, &capabilities, device)
+        .into_ts()
+        .map_err(WasmError::from)?)
+}
+
+/// `workerCapabilities(kind)`: what a worker kind declares it runs, to show beside the answers.
+#[wasm_bindgen(js_name = workerCapabilities)]
+pub fn worker_capabilities(kind: Ts<WorkerKind>) -> Result<Ts<WorkerCapabilities>, JsError> {
+    let kind = kind.to_rust().map_err(|e| WasmError::shape("WorkerKind", e))?;
+    Ok(WorkerCapabilities::builtin(kind)
+        .into_ts()
+        .map_err(WasmError::from)?)
+}
