@@ -164,3 +164,72 @@ fn hf_files_land_in_the_hf_cache_and_blobs_are_reused() {
             .unwrap();
     assert_eq!(resolved.files[0].1, link);
 }
+
+#[test]
+fn a_safetensors_repo_at_a_tag_is_cached_with_its_configs_and_ref() {
+    let server = Server::start();
+    let config =
+        br#"{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 4096}"#;
+    let tokenizer = br#"{"version": "1.0", "model": {"type": "BPE"}}"#;
+    let weights =
+        catalog::ingest::safetensors::write_header(&[("model.embed_tokens.weight", "BF16", &[8, 4])], &[]);
+    let sha = "89abcdef0123456789abcdef0123456789abcdef";
+    let info = serde_json::json!({
+        "id": "demo/tiny-llm", "sha": sha, "gated": false, "pipeline_tag": "text-generation",
+        "library_name": "transformers",
+        "siblings": [
+            {"rfilename": "config.json", "size": config.len()},
+            {"rfilename": "tokenizer.json", "size": tokenizer.len()},
+            {"rfilename": "model.safetensors", "size": weights.len(),
+             "lfs": {"sha256": sha256(&weights), "size": weights.len()}},
+            {"rfilename": "pytorch_model.bin", "size": 3},
+        ]
+    });
+    server.route(
+        "/api/models/demo/tiny-llm/revision/v1.0?blobs=true",
+        Route::json(info.to_string()),
+    );
+    for (name, body) in [
+        ("config.json", &config[..]),
+        ("tokenizer.json", &tokenizer[..]),
+        ("model.safetensors", &weights),
+    ] {
+        server.route(
+            &format!("/demo/tiny-llm/resolve/{sha}/{name}"),
+            Route::bytes(body.to_vec()),
+        );
+    }
+    let env = Env::new(&server);
+    let entry: ModelEntry =
+        serde_json::from_str(&env.ok(&["add", "hf:demo/tiny-llm@v1.0", "--json"])).unwrap();
+    assert!(entry.status.is_available());
+    let llm = entry.config.as_llm().unwrap();
+    assert_eq!(
+        (llm.model_family, llm.context_length),
+        (artifacts_contract::ModelFamily::Qwen2, Some(4096))
+    );
+    let names: Vec<&str> = entry.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        names,
+        ["model.safetensors", "config.json", "tokenizer.json"],
+        "no pickle beside safetensors"
+    );
+    let repo = env.hf_home.path().join("hub/models--demo--tiny-llm");
+    assert_eq!(std::fs::read_to_string(repo.join("refs/v1.0")).unwrap(), sha);
+    let snapshot = repo.join("snapshots").join(sha);
+    assert_eq!(std::fs::read(snapshot.join("config.json")).unwrap(), config);
+    assert!(
+        repo.join("blobs").join(sha256(config)).is_file(),
+        "small files are blobs named by their hash"
+    );
+
+    let catalog = catalog::Catalog::open(env.home.path()).unwrap();
+    let id: CatalogId = "hf:demo/tiny-llm@v1.0".parse().unwrap();
+    let resolved =
+        catalog::resolve::resolve(&catalog, &id, &WorkerCapabilities::builtin(WorkerKind::Llm), None)
+            .unwrap();
+    assert_eq!(
+        resolved.paths_with_role(artifacts_contract::FileRole::Tokenizer),
+        [snapshot.join("tokenizer.json")]
+    );
+}
