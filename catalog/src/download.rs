@@ -57,6 +57,16 @@ pub enum DownloadError {
     /// A remote file name would escape its folder.
     #[error("refusing the file name {0:?}: it is absolute or climbs out of the model folder")]
     UnsafePath(String),
+    /// Another process is downloading the same entry.
+    #[error("another catalog process (pid {pid}) is downloading {id}; wait for it, or delete {lock} if none is running", lock = lock.display())]
+    Busy {
+        /// The entry.
+        id: String,
+        /// The other process.
+        pid: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The entry has no way to locate its files.
     #[error("{0} has no revision or URL to download from")]
     NoSource(String),
@@ -77,6 +87,62 @@ pub struct Downloader {
     hf: HfClient,
     civitai: CivitaiClient,
     progress: bool,
+}
+
+/// A lock file held while this process downloads an entry, so two `catalog pull`s of one entry never
+/// write the same partial file; removed when dropped. A lock left by a process that died is taken over.
+#[derive(Debug)]
+pub struct DownloadLock {
+    path: PathBuf,
+}
+
+impl Drop for DownloadLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process still runs; where that cannot be told (no `/proc`), assume it does.
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+/// Takes the download lock of an entry id under `locks_dir`.
+pub fn lock_entry(locks_dir: &Path, id: &CatalogId) -> Result<DownloadLock, DownloadError> {
+    fs::create_dir_all(locks_dir).map_err(io(locks_dir))?;
+    let name = hex(&Sha256::digest(id.to_string().as_bytes())[..16]);
+    let path = locks_dir.join(format!("{name}.lock"));
+    for _ in 0..2 {
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                write!(f, "{}", std::process::id()).map_err(io(&path))?;
+                return Ok(DownloadLock { path });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                match holder.trim().parse::<u32>() {
+                    Ok(pid) if process_alive(pid) => {
+                        return Err(DownloadError::Busy {
+                            id: id.to_string(),
+                            pid: pid.to_string(),
+                            lock: path,
+                        });
+                    }
+                    // Left by a process that died (or half-written): take it over.
+                    _ => {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+            }
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Err(DownloadError::Busy {
+        id: id.to_string(),
+        pid: "unknown".into(),
+        lock: path,
+    })
 }
 
 /// The HF cache folder of a repo: `HF_HOME/hub/models--org--name`.
@@ -119,6 +185,11 @@ impl Downloader {
             ),
             (_, ModelSource::Local) | (CatalogId::File { .. }, _) => None,
         }
+    }
+
+    /// Takes the download lock of an entry (in the catalog home's `locks/`).
+    pub fn lock(&self, id: &CatalogId) -> Result<DownloadLock, DownloadError> {
+        lock_entry(&self.catalog_home.join("locks"), id)
     }
 
     fn client_for(&self, entry: &ModelEntry) -> &HttpClient {

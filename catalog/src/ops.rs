@@ -165,6 +165,7 @@ pub fn pull(catalog: &Catalog, sources: &Sources, id: &CatalogId) -> Result<Mode
         return verify(catalog, id);
     }
     let downloader = sources.downloader(catalog);
+    let _lock = downloader.lock(id)?;
     let total = Some(entry.files.iter().filter_map(|f| f.size).sum()).filter(|t: &u64| *t > 0);
     let mut downloaded = 0u64;
     catalog.update(id, |e| {

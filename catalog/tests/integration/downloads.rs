@@ -233,3 +233,33 @@ fn a_safetensors_repo_at_a_tag_is_cached_with_its_configs_and_ref() {
         [snapshot.join("tokenizer.json")]
     );
 }
+
+#[test]
+fn a_second_pull_of_the_same_entry_waits_its_turn() {
+    let server = Server::start();
+    let data = body();
+    serve_civitai_file(&server, "ckpt.safetensors", &data, &sha256(&data));
+    let env = Env::new(&server);
+    env.ok(&["add", "civitai:77", "--no-download"]);
+    let id: CatalogId = "civitai:77".parse().unwrap();
+    let locks = env.home.path().join("locks");
+    // This test process stands for another catalog process holding the lock.
+    let held = catalog::download::lock_entry(&locks, &id).unwrap();
+    let err = env.fails(&["pull", "civitai:77"]);
+    assert!(
+        err.contains("another catalog process") && err.contains(&std::process::id().to_string()),
+        "{err}"
+    );
+    assert_eq!(status_of(&env, "civitai:77"), ArtifactStatus::NotDownloaded);
+    drop(held);
+    // A lock left by a process that no longer runs is taken over.
+    let stale = catalog::download::lock_entry(&locks, &id).unwrap();
+    std::mem::forget(stale);
+    let lock_file = std::fs::read_dir(&locks).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(&lock_file, "4194303").unwrap();
+    assert!(
+        env.ok(&["pull", "civitai:77", "--json"])
+            .contains("\"state\":\"available\"")
+    );
+    assert!(!lock_file.exists());
+}

@@ -163,3 +163,70 @@ fn two_processes_adding_at_once_lose_nothing() {
         .unwrap();
     assert_eq!(check, "ok");
 }
+
+#[test]
+fn diffusers_and_hf_style_folders_are_catalogued_in_place() {
+    use artifacts_contract::{CatalogId, FileRole, WorkerCapabilities, WorkerKind};
+    let server = Server::start();
+    let env = Env::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+
+    let sd = dir.path().join("sd15");
+    std::fs::create_dir_all(sd.join("unet")).unwrap();
+    std::fs::create_dir_all(sd.join("vae")).unwrap();
+    std::fs::write(
+        sd.join("model_index.json"),
+        crate::common::fixture("diffusers-config/sd15-model_index.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        sd.join("unet/config.json"),
+        crate::common::fixture("diffusers-config/sd15-unet_config.json"),
+    )
+    .unwrap();
+    let tiny = write_header(&[("conv_in.weight", "F16", &[320, 4, 3, 3])], &[]);
+    std::fs::write(sd.join("unet/diffusion_pytorch_model.safetensors"), &tiny).unwrap();
+    std::fs::write(sd.join("unet/diffusion_pytorch_model.bin"), b"pickle").unwrap();
+    std::fs::write(sd.join("vae/diffusion_pytorch_model.safetensors"), &tiny).unwrap();
+    let entry: ModelEntry = serde_json::from_str(&env.ok(&["add", sd.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(entry.config.as_image().unwrap().base, ImageBase::Sd1);
+    let files: Vec<(&str, FileRole)> = entry.files.iter().map(|f| (f.path.as_str(), f.role)).collect();
+    assert_eq!(
+        files,
+        [
+            ("model_index.json", FileRole::Config),
+            ("unet/config.json", FileRole::Config),
+            ("unet/diffusion_pytorch_model.safetensors", FileRole::Weights),
+            ("vae/diffusion_pytorch_model.safetensors", FileRole::Vae),
+        ]
+    );
+    let catalog = catalog::Catalog::open(env.home.path()).unwrap();
+    let resolved = catalog::resolve::resolve(
+        &catalog,
+        &entry.id,
+        &WorkerCapabilities::builtin(WorkerKind::Sd),
+        None,
+    )
+    .unwrap();
+    assert_eq!(resolved.root, std::fs::canonicalize(&sd).unwrap());
+
+    let llm = dir.path().join("qwen");
+    std::fs::create_dir_all(&llm).unwrap();
+    std::fs::write(
+        llm.join("config.json"),
+        crate::common::fixture("hf-config/qwen2.5-7b-instruct-config.json"),
+    )
+    .unwrap();
+    std::fs::write(llm.join("tokenizer.json"), b"{}").unwrap();
+    std::fs::write(
+        llm.join("model.safetensors"),
+        write_header(&[("model.embed_tokens.weight", "BF16", &[8, 4])], &[]),
+    )
+    .unwrap();
+    let entry: ModelEntry = serde_json::from_str(&env.ok(&["add", llm.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(entry.config.as_llm().unwrap().model_family, ModelFamily::Qwen2);
+    assert!(matches!(entry.id, CatalogId::File { .. }));
+    // Removing a local entry never deletes the user's files.
+    env.ok(&["rm", llm.to_str().unwrap()]);
+    assert!(llm.join("model.safetensors").is_file());
+}
