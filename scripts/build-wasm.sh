@@ -50,15 +50,22 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 wasm="$target_dir/wasm32-unknown-unknown/release/catalog_wasm.wasm"
 wasm_opt=ts/node_modules/.bin/wasm-opt
 
-for target in web nodejs; do
-  out=ts/pkg/${target%js}
-  rm -rf "$out"
-  wasm-bindgen --target "$target" --out-dir "$out" "$wasm"
+rm -rf ts/pkg/web ts/pkg/node
+wasm-bindgen --target web --out-dir ts/pkg/web "$wasm"
+wasm-bindgen --target nodejs --out-dir ts/pkg/node "$wasm"
+optimize() {
   # The features rustc enables by default for wasm32 must be allowed, or wasm-opt rejects the module.
   "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals --enable-reference-types --enable-multivalue \
-    "$out/catalog_wasm_bg.wasm" -o "$out/catalog_wasm_bg.wasm"
-done
+    --enable-mutable-globals --enable-reference-types --enable-multivalue "$1" -o "$1"
+}
+# Both targets share one module (only the JS glue differs): optimize it once when that holds.
+if cmp -s ts/pkg/web/catalog_wasm_bg.wasm ts/pkg/node/catalog_wasm_bg.wasm; then
+  optimize ts/pkg/web/catalog_wasm_bg.wasm
+  cp ts/pkg/web/catalog_wasm_bg.wasm ts/pkg/node/catalog_wasm_bg.wasm
+else
+  optimize ts/pkg/web/catalog_wasm_bg.wasm
+  optimize ts/pkg/node/catalog_wasm_bg.wasm
+fi
 # Node reads pkg/node's .js as CommonJS although the package itself is an ES module.
 echo '{ "type": "commonjs" }' >ts/pkg/node/package.json
 

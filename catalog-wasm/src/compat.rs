@@ -2,10 +2,10 @@
 
 use artifacts_contract::ModelEntry;
 use artifacts_contract::compat::{self, Compatibility, DeviceKind, WorkerCapabilities, WorkerKind};
-use tsify::{Ts, Tsify};
+use tsify::Ts;
 use wasm_bindgen::prelude::*;
 
-use crate::error::WasmError;
+use crate::error::{WasmError, to_js};
 
 /// `checkCompatibility(entry, device?)`: for each worker this project ships, whether it runs the
 /// entry, why not, and the memory it would need.
@@ -21,9 +21,7 @@ pub fn check_compatibility(
     let answers = WorkerKind::ALL
         .iter()
         .map(|kind| compat::check(&entry, &WorkerCapabilities::builtin(*kind), device));
-    Ok(answers
-        .map(|c| c.into_ts().map_err(WasmError::from))
-        .collect::<Result<_, _>>()?)
+    Ok(answers.map(|c| to_js(&c)).collect::<Result<_, _>>()?)
 }
 
 /// `checkWorker(entry, capabilities, device?)`: the answer for one worker build, e.g. one that
@@ -41,16 +39,12 @@ pub fn check_worker(
     let device = device
         .map(|d| d.to_rust().map_err(|e| WasmError::shape("DeviceKind", e)))
         .transpose()?;
-    Ok(compat::check(&entry, &capabilities, device)
-        .into_ts()
-        .map_err(WasmError::from)?)
+    Ok(to_js(&compat::check(&entry, &capabilities, device))?)
 }
 
 /// `workerCapabilities(kind)`: what a worker kind declares it runs, to show beside the answers.
 #[wasm_bindgen(js_name = workerCapabilities)]
 pub fn worker_capabilities(kind: Ts<WorkerKind>) -> Result<Ts<WorkerCapabilities>, JsError> {
     let kind = kind.to_rust().map_err(|e| WasmError::shape("WorkerKind", e))?;
-    Ok(WorkerCapabilities::builtin(kind)
-        .into_ts()
-        .map_err(WasmError::from)?)
+    Ok(to_js(&WorkerCapabilities::builtin(kind))?)
 }

@@ -4,6 +4,9 @@
 /// Why an export refused its input or could not finish; the message is shown to people as is.
 #[derive(Debug, thiserror::Error)]
 pub enum WasmError {
+    /// What a source answered could not be turned into an entry (the catalog's words).
+    #[error(transparent)]
+    Ingest(#[from] catalog::ingest::IngestError),
     /// A catalog id that does not parse, or parts that do not form one.
     #[error(transparent)]
     Id(#[from] artifacts_contract::IdError),
@@ -51,8 +54,12 @@ impl WasmError {
     }
 }
 
-impl From<tsify::Error> for WasmError {
-    fn from(err: tsify::Error) -> Self {
-        WasmError::Output(err.to_string())
-    }
+/// Converts a value for JavaScript with plain objects for maps: `ModelEntry` flattens its config, which
+/// serde writes as a map, and a JavaScript `Map` would hide every field from `entry.id`-style access.
+pub fn to_js<T: serde::Serialize + tsify::Tsify>(value: &T) -> Result<tsify::Ts<T>, WasmError> {
+    let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    value
+        .serialize(&serializer)
+        .map(tsify::Ts::new_unchecked)
+        .map_err(|e| WasmError::Output(e.to_string()))
 }

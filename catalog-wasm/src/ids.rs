@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tsify::{Ts, Tsify};
 use wasm_bindgen::prelude::*;
 
-use crate::error::WasmError;
+use crate::error::{WasmError, to_js};
 
 /// A catalog id taken apart, because JavaScript cannot match on the contract's `CatalogId` enum
 /// (which crosses the boundary as its string form).
@@ -115,7 +115,7 @@ pub fn format_id(parts: &CatalogIdParts) -> Result<String, WasmError> {
 /// `parseCatalogId("hf:org/name@rev:Q4_K_M")`: the parts of an id, or an error naming the bad part.
 #[wasm_bindgen(js_name = parseCatalogId)]
 pub fn parse_catalog_id(id: &str) -> Result<Ts<CatalogIdParts>, JsError> {
-    Ok(parse_id(id)?.into_ts().map_err(WasmError::from)?)
+    Ok(to_js(&parse_id(id)?)?)
 }
 
 /// `formatCatalogId(parts)`: the id string of parts, refused when it would not parse back.

@@ -11,7 +11,9 @@
 
 pub mod compat;
 pub mod error;
+pub mod fetch;
 pub mod http;
 pub mod ids;
+pub mod ingest;
 
 pub use error::WasmError;

@@ -1,0 +1,182 @@
+//! Fetch-and-parse for JavaScript: the catalog's ingestion code says what to fetch and reads what came
+//! back; this room only performs the requests, with the caller's endpoint and token, through `fetch`.
+
+use artifacts_contract::{CatalogId, ModelEntry};
+use catalog::ingest::gguf::{self, GgufHeader};
+use catalog::ingest::hf_files::FetchedFiles;
+use catalog::ingest::{IngestError, civitai, hf};
+use tsify::Ts;
+use wasm_bindgen::prelude::*;
+
+use crate::error::{WasmError, to_js};
+use crate::http::{SourceOptions, get_range, get_text};
+use crate::ingest::{GgufMetadata, civitai_model_entries, entries_to_js, entry_to_js, now};
+
+/// Results per search when the caller does not say.
+const DEFAULT_LIMIT: u32 = 20;
+
+fn options(options: Ts<SourceOptions>) -> Result<SourceOptions, WasmError> {
+    let options = options
+        .to_rust()
+        .map_err(|e| WasmError::shape("SourceOptions", e))?;
+    options.url("")?;
+    Ok(options)
+}
+
+/// An `hf:` id from a catalog id or a bare `org/name`.
+pub fn hf_id(text: &str) -> Result<CatalogId, WasmError> {
+    let text = text.trim();
+    let id: CatalogId = if text.contains(':') {
+        text.parse()?
+    } else {
+        format!("hf:{text}").parse()?
+    };
+    match id {
+        CatalogId::HuggingFace { .. } => Ok(id),
+        other => Err(IngestError::WrongScheme {
+            id: other.to_string(),
+            expected: "hf:",
+        }
+        .into()),
+    }
+}
+
+/// A `civitai:` id from a catalog id or a bare model id.
+pub fn civitai_id(text: &str) -> Result<CatalogId, WasmError> {
+    let text = text.trim();
+    let id: CatalogId = if text.contains(':') {
+        text.parse()?
+    } else {
+        format!("civitai:{text}").parse()?
+    };
+    match id {
+        CatalogId::CivitAi { .. } => Ok(id),
+        other => Err(IngestError::WrongScheme {
+            id: other.to_string(),
+            expected: "civitai:",
+        }
+        .into()),
+    }
+}
+
+/// Reads a GGUF header with Range requests, growing the read as the parser asks.
+async fn read_gguf(url: &str, token: Option<&str>) -> Result<GgufHeader, WasmError> {
+    let mut size = gguf::FIRST_READ_BYTES;
+    loop {
+        let bytes = get_range(url, token, 0, size - 1).await?;
+        match gguf::parse_header(&bytes) {
+            Ok(header) => return Ok(header),
+            Err(err) => match gguf::next_read_size(&err) {
+                // A shorter answer than asked for is the whole file: asking again cannot help.
+                Some(next) if bytes.len() as u64 >= size && next > size => size = next,
+                _ => return Err(IngestError::from(err).into()),
+            },
+        }
+    }
+}
+
+async fn hf_entry(id: &CatalogId, opts: &SourceOptions) -> Result<ModelEntry, WasmError> {
+    let CatalogId::HuggingFace { repo, revision, .. } = id else {
+        unreachable!("hf_id only returns hf: ids");
+    };
+    let token = opts.token.as_deref();
+    let base = opts.url("")?;
+    let text = get_text(&hf::model_info_url(&base, repo, revision.as_deref()), token).await?;
+    let info = hf::parse_model_info(text.as_bytes())?;
+    let plan = hf::plan_fetch(id, &info)?;
+    let rev = revision
+        .clone()
+        .or_else(|| info.sha.clone())
+        .unwrap_or_else(|| "main".into());
+    let mut files = FetchedFiles::new();
+    for name in &plan.metadata_files {
+        let body = get_text(&hf::file_url(&base, repo, &rev, name), token).await?;
+        files.insert(name.clone(), body.into_bytes());
+    }
+    let header = match &plan.gguf_file {
+        Some(file) => Some(read_gguf(&hf::file_url(&base, repo, &rev, file), token).await?),
+        None => None,
+    };
+    Ok(hf::build_entry(id, &info, &files, header.as_ref(), now())?)
+}
+
+/// `fetchHfModel(id, { endpoint, token })`: model info, the metadata files and GGUF header the catalog
+/// asks for, and the entry they describe. `id` is `hf:ORG/NAME[@REV][:FILE_OR_QUANT]` or `ORG/NAME`.
+#[wasm_bindgen(js_name = fetchHfModel)]
+pub async fn fetch_hf_model(id: String, source: Ts<SourceOptions>) -> Result<Ts<ModelEntry>, JsError> {
+    let opts = options(source)?;
+    let entry = hf_entry(&hf_id(&id)?, &opts).await?;
+    Ok(entry_to_js(&entry)?)
+}
+
+/// `searchHf(text, { endpoint, token, limit })`: the entries of a Hub search.
+#[wasm_bindgen(js_name = searchHf)]
+pub async fn search_hf(text: String, source: Ts<SourceOptions>) -> Result<Vec<Ts<ModelEntry>>, JsError> {
+    let opts = options(source)?;
+    let url = hf::search_url(&opts.url("")?, &text, opts.limit.unwrap_or(DEFAULT_LIMIT));
+    let body = get_text(&url, opts.token.as_deref()).await?;
+    let entries = hf::parse_search(body.as_bytes(), now()).map_err(WasmError::from)?;
+    Ok(entries_to_js(entries)?)
+}
+
+/// `fetchCivitaiModel(id, { endpoint, token })`: every version of a CivitAI model as an entry.
+/// `id` is `civitai:MODEL_ID[@VERSION]` or the model id; a version narrows the answer to it.
+#[wasm_bindgen(js_name = fetchCivitaiModel)]
+pub async fn fetch_civitai_model(
+    id: String,
+    source: Ts<SourceOptions>,
+) -> Result<Vec<Ts<ModelEntry>>, JsError> {
+    let opts = options(source)?;
+    let id = civitai_id(&id)?;
+    let CatalogId::CivitAi { model, version } = id else {
+        unreachable!("civitai_id only returns civitai: ids");
+    };
+    let body = get_text(&civitai::model_url(&opts.url("")?, model), opts.token.as_deref()).await?;
+    let mut entries = civitai_model_entries(body.as_bytes(), now()).map_err(WasmError::from)?;
+    if version.is_some() {
+        entries.retain(|e| e.id == id);
+        if entries.is_empty() {
+            return Err(WasmError::from(IngestError::NoMatch {
+                repo: format!("civitai:{model}"),
+                wanted: version.map(|v| v.to_string()).unwrap_or_default(),
+                choices: Vec::new(),
+            })
+            .into());
+        }
+    }
+    Ok(entries_to_js(entries)?)
+}
+
+/// `fetchCivitaiModelVersion(versionId, { endpoint, token })`: the entry of one CivitAI version.
+#[wasm_bindgen(js_name = fetchCivitaiModelVersion)]
+pub async fn fetch_civitai_model_version(
+    version: u32,
+    source: Ts<SourceOptions>,
+) -> Result<Ts<ModelEntry>, JsError> {
+    let opts = options(source)?;
+    let url = civitai::version_url(&opts.url("")?, u64::from(version));
+    let body = get_text(&url, opts.token.as_deref()).await?;
+    let entry = civitai::entry_from_version_json(body.as_bytes(), true, now()).map_err(WasmError::from)?;
+    Ok(entry_to_js(&entry)?)
+}
+
+/// `searchCivitai(text, { endpoint, token, limit })`: the entries of a CivitAI models search.
+#[wasm_bindgen(js_name = searchCivitai)]
+pub async fn search_civitai(text: String, source: Ts<SourceOptions>) -> Result<Vec<Ts<ModelEntry>>, JsError> {
+    let opts = options(source)?;
+    let url = civitai::search_url(&opts.url("")?, &text, opts.limit.unwrap_or(DEFAULT_LIMIT));
+    let body = get_text(&url, opts.token.as_deref()).await?;
+    let entries = civitai::parse_models_list(body.as_bytes(), now()).map_err(WasmError::from)?;
+    Ok(entries_to_js(entries)?)
+}
+
+/// `fetchGgufMetadata(url, token?)`: the header of a GGUF file read with HTTP Range requests, no
+/// more bytes than the catalog's parser asks for.
+#[wasm_bindgen(js_name = fetchGgufMetadata)]
+pub async fn fetch_gguf_metadata(url: String, token: Option<String>) -> Result<Ts<GgufMetadata>, JsError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(WasmError::Endpoint(url).into());
+    }
+    let header = read_gguf(&url, token.as_deref()).await?;
+    Ok(to_js(&GgufMetadata::from(&header))?)
+}
