@@ -5,7 +5,7 @@ use artifacts_contract::compat::{self, Compatibility, DeviceKind, WorkerCapabili
 use tsify::Ts;
 use wasm_bindgen::prelude::*;
 
-use crate::error::{WasmError, to_js};
+use crate::error::{from_js, to_js};
 
 /// `checkCompatibility(entry, device?)`: for each worker this project ships, whether it runs the
 /// entry, why not, and the memory it would need.
@@ -14,10 +14,8 @@ pub fn check_compatibility(
     entry: Ts<ModelEntry>,
     device: Option<Ts<DeviceKind>>,
 ) -> Result<Vec<Ts<Compatibility>>, JsError> {
-    let entry = entry.to_rust().map_err(|e| WasmError::shape("ModelEntry", e))?;
-    let device = device
-        .map(|d| d.to_rust().map_err(|e| WasmError::shape("DeviceKind", e)))
-        .transpose()?;
+    let entry = from_js(&entry, "ModelEntry")?;
+    let device = device.map(|d| from_js(&d, "DeviceKind")).transpose()?;
     let answers = WorkerKind::ALL
         .iter()
         .map(|kind| compat::check(&entry, &WorkerCapabilities::builtin(*kind), device));
@@ -32,19 +30,15 @@ pub fn check_worker(
     capabilities: Ts<WorkerCapabilities>,
     device: Option<Ts<DeviceKind>>,
 ) -> Result<Ts<Compatibility>, JsError> {
-    let entry = entry.to_rust().map_err(|e| WasmError::shape("ModelEntry", e))?;
-    let capabilities = capabilities
-        .to_rust()
-        .map_err(|e| WasmError::shape("WorkerCapabilities", e))?;
-    let device = device
-        .map(|d| d.to_rust().map_err(|e| WasmError::shape("DeviceKind", e)))
-        .transpose()?;
+    let entry = from_js(&entry, "ModelEntry")?;
+    let capabilities = from_js(&capabilities, "WorkerCapabilities")?;
+    let device = device.map(|d| from_js(&d, "DeviceKind")).transpose()?;
     Ok(to_js(&compat::check(&entry, &capabilities, device))?)
 }
 
 /// `workerCapabilities(kind)`: what a worker kind declares it runs, to show beside the answers.
 #[wasm_bindgen(js_name = workerCapabilities)]
 pub fn worker_capabilities(kind: Ts<WorkerKind>) -> Result<Ts<WorkerCapabilities>, JsError> {
-    let kind = kind.to_rust().map_err(|e| WasmError::shape("WorkerKind", e))?;
+    let kind = from_js(&kind, "WorkerKind")?;
     Ok(to_js(&WorkerCapabilities::builtin(kind))?)
 }

@@ -44,14 +44,16 @@ pub enum WasmError {
     Output(String),
 }
 
-impl WasmError {
-    /// Wraps a tsify conversion failure of an argument, naming the type that was expected.
-    pub fn shape(what: &'static str, err: impl std::fmt::Display) -> Self {
-        WasmError::Shape {
-            what,
-            message: err.to_string(),
-        }
-    }
+/// Reads an argument from JavaScript, naming the expected type when its shape is wrong.
+pub fn from_js<T>(value: &tsify::Ts<T>, what: &'static str) -> Result<T, WasmError>
+where
+    T: tsify::Tsify + serde::de::DeserializeOwned,
+    <T as tsify::Tsify>::JsType: Clone,
+{
+    value.to_rust().map_err(|e| WasmError::Shape {
+        what,
+        message: e.to_string(),
+    })
 }
 
 /// Converts a value for JavaScript with plain objects for maps: `ModelEntry` flattens its config, which

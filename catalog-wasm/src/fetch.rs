@@ -5,58 +5,55 @@ use artifacts_contract::{CatalogId, ModelEntry};
 use catalog::ingest::gguf::{self, GgufHeader};
 use catalog::ingest::hf_files::FetchedFiles;
 use catalog::ingest::{IngestError, civitai, hf};
+use chrono::{DateTime, Utc};
 use tsify::Ts;
 use wasm_bindgen::prelude::*;
 
-use crate::error::{WasmError, to_js};
+use crate::error::{WasmError, from_js, to_js};
 use crate::http::{SourceOptions, get_range, get_text};
 use crate::ingest::{GgufMetadata, civitai_model_entries, entries_to_js, entry_to_js, now};
+
+/// The catalog's parser of one source's search answer.
+type SearchParser = fn(&[u8], DateTime<Utc>) -> Result<Vec<ModelEntry>, IngestError>;
 
 /// Results per search when the caller does not say.
 const DEFAULT_LIMIT: u32 = 20;
 
 fn options(options: Ts<SourceOptions>) -> Result<SourceOptions, WasmError> {
-    let options = options
-        .to_rust()
-        .map_err(|e| WasmError::shape("SourceOptions", e))?;
+    let options = from_js(&options, "SourceOptions")?;
     options.url("")?;
     Ok(options)
 }
 
-/// An `hf:` id from a catalog id or a bare `org/name`.
-pub fn hf_id(text: &str) -> Result<CatalogId, WasmError> {
+/// A catalog id of one scheme (`"hf"`, `"civitai"`), from the whole id or its bare part (`org/name`, `4201`).
+pub fn id_of(text: &str, scheme: &'static str) -> Result<CatalogId, WasmError> {
     let text = text.trim();
     let id: CatalogId = if text.contains(':') {
         text.parse()?
     } else {
-        format!("hf:{text}").parse()?
+        format!("{scheme}:{text}").parse()?
     };
-    match id {
-        CatalogId::HuggingFace { .. } => Ok(id),
-        other => Err(IngestError::WrongScheme {
-            id: other.to_string(),
-            expected: "hf:",
-        }
-        .into()),
+    if id.scheme() == scheme {
+        return Ok(id);
     }
+    Err(IngestError::WrongScheme {
+        id: id.to_string(),
+        expected: if scheme == "hf" { "hf:" } else { "civitai:" },
+    }
+    .into())
 }
 
-/// A `civitai:` id from a catalog id or a bare model id.
-pub fn civitai_id(text: &str) -> Result<CatalogId, WasmError> {
-    let text = text.trim();
-    let id: CatalogId = if text.contains(':') {
-        text.parse()?
-    } else {
-        format!("civitai:{text}").parse()?
-    };
-    match id {
-        CatalogId::CivitAi { .. } => Ok(id),
-        other => Err(IngestError::WrongScheme {
-            id: other.to_string(),
-            expected: "civitai:",
-        }
-        .into()),
-    }
+/// A search: the URL the catalog builds for the text, fetched, and its answer parsed by the catalog.
+async fn search(
+    text: &str,
+    source: Ts<SourceOptions>,
+    url_of: fn(&str, &str, u32) -> String,
+    parse: SearchParser,
+) -> Result<Vec<Ts<ModelEntry>>, WasmError> {
+    let opts = options(source)?;
+    let url = url_of(&opts.url("")?, text, opts.limit.unwrap_or(DEFAULT_LIMIT));
+    let body = get_text(&url, opts.token.as_deref()).await?;
+    entries_to_js(parse(body.as_bytes(), now())?)
 }
 
 /// Reads a GGUF header with Range requests, growing the read as the parser asks.
@@ -77,7 +74,11 @@ async fn read_gguf(url: &str, token: Option<&str>) -> Result<GgufHeader, WasmErr
 
 async fn hf_entry(id: &CatalogId, opts: &SourceOptions) -> Result<ModelEntry, WasmError> {
     let CatalogId::HuggingFace { repo, revision, .. } = id else {
-        unreachable!("hf_id only returns hf: ids");
+        return Err(IngestError::WrongScheme {
+            id: id.to_string(),
+            expected: "hf:",
+        }
+        .into());
     };
     let token = opts.token.as_deref();
     let base = opts.url("")?;
@@ -105,18 +106,14 @@ async fn hf_entry(id: &CatalogId, opts: &SourceOptions) -> Result<ModelEntry, Wa
 #[wasm_bindgen(js_name = fetchHfModel)]
 pub async fn fetch_hf_model(id: String, source: Ts<SourceOptions>) -> Result<Ts<ModelEntry>, JsError> {
     let opts = options(source)?;
-    let entry = hf_entry(&hf_id(&id)?, &opts).await?;
+    let entry = hf_entry(&id_of(&id, "hf")?, &opts).await?;
     Ok(entry_to_js(&entry)?)
 }
 
 /// `searchHf(text, { endpoint, token, limit })`: the entries of a Hub search.
 #[wasm_bindgen(js_name = searchHf)]
 pub async fn search_hf(text: String, source: Ts<SourceOptions>) -> Result<Vec<Ts<ModelEntry>>, JsError> {
-    let opts = options(source)?;
-    let url = hf::search_url(&opts.url("")?, &text, opts.limit.unwrap_or(DEFAULT_LIMIT));
-    let body = get_text(&url, opts.token.as_deref()).await?;
-    let entries = hf::parse_search(body.as_bytes(), now()).map_err(WasmError::from)?;
-    Ok(entries_to_js(entries)?)
+    Ok(search(&text, source, hf::search_url, hf::parse_search).await?)
 }
 
 /// `fetchCivitaiModel(id, { endpoint, token })`: every version of a CivitAI model as an entry.
@@ -127,9 +124,13 @@ pub async fn fetch_civitai_model(
     source: Ts<SourceOptions>,
 ) -> Result<Vec<Ts<ModelEntry>>, JsError> {
     let opts = options(source)?;
-    let id = civitai_id(&id)?;
+    let id = id_of(&id, "civitai")?;
     let CatalogId::CivitAi { model, version } = id else {
-        unreachable!("civitai_id only returns civitai: ids");
+        return Err(WasmError::from(IngestError::WrongScheme {
+            id: id.to_string(),
+            expected: "civitai:",
+        })
+        .into());
     };
     let body = get_text(&civitai::model_url(&opts.url("")?, model), opts.token.as_deref()).await?;
     let mut entries = civitai_model_entries(body.as_bytes(), now()).map_err(WasmError::from)?;
@@ -163,11 +164,7 @@ pub async fn fetch_civitai_model_version(
 /// `searchCivitai(text, { endpoint, token, limit })`: the entries of a CivitAI models search.
 #[wasm_bindgen(js_name = searchCivitai)]
 pub async fn search_civitai(text: String, source: Ts<SourceOptions>) -> Result<Vec<Ts<ModelEntry>>, JsError> {
-    let opts = options(source)?;
-    let url = civitai::search_url(&opts.url("")?, &text, opts.limit.unwrap_or(DEFAULT_LIMIT));
-    let body = get_text(&url, opts.token.as_deref()).await?;
-    let entries = civitai::parse_models_list(body.as_bytes(), now()).map_err(WasmError::from)?;
-    Ok(entries_to_js(entries)?)
+    Ok(search(&text, source, civitai::search_url, civitai::parse_models_list).await?)
 }
 
 /// `fetchGgufMetadata(url, token?)`: the header of a GGUF file read with HTTP Range requests, no

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tsify::{Ts, Tsify};
 use wasm_bindgen::prelude::*;
 
-use crate::error::{WasmError, to_js};
+use crate::error::{WasmError, from_js, to_js};
 
 /// A catalog id taken apart, because JavaScript cannot match on the contract's `CatalogId` enum
 /// (which crosses the boundary as its string form).
@@ -121,9 +121,7 @@ pub fn parse_catalog_id(id: &str) -> Result<Ts<CatalogIdParts>, JsError> {
 /// `formatCatalogId(parts)`: the id string of parts, refused when it would not parse back.
 #[wasm_bindgen(js_name = formatCatalogId)]
 pub fn format_catalog_id(parts: Ts<CatalogIdParts>) -> Result<String, JsError> {
-    let parts = parts
-        .to_rust()
-        .map_err(|e| WasmError::shape("CatalogIdParts", e))?;
+    let parts = from_js(&parts, "CatalogIdParts")?;
     Ok(format_id(&parts)?)
 }
 
