@@ -15,6 +15,17 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
+# npm ci wipes node_modules each time; a stamp of the lock file makes the second run free. It downloads
+# while cargo compiles (network against CPU), and is waited for before wasm-opt is needed.
+lock_sum=$(sha256sum ts/package-lock.json | cut -d' ' -f1)
+stamp=ts/node_modules/.ci-stamp
+npm_pid=""
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$lock_sum" ]; then
+  log "installing npm packages (npm ci)"
+  (cd ts && npm ci --no-audit --no-fund && echo "$lock_sum" >node_modules/.ci-stamp) &
+  npm_pid=$!
+fi
+
 # The CLI and the crate must agree exactly, or wasm-bindgen refuses the module.
 bindgen_version=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 if [ -z "$bindgen_version" ]; then
@@ -29,15 +40,6 @@ if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $bindgen_v
   cargo install wasm-bindgen-cli --version "$bindgen_version" --force
 fi
 
-# npm ci wipes node_modules each time; a stamp of the lock file makes the second run free.
-lock_sum=$(sha256sum ts/package-lock.json | cut -d' ' -f1)
-stamp=ts/node_modules/.ci-stamp
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$lock_sum" ]; then
-  log "installing npm packages (npm ci)"
-  (cd ts && npm ci --no-audit --no-fund)
-  echo "$lock_sum" >"$stamp"
-fi
-
 # Size matters more than speed for a module the browser downloads; these override only this build.
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=z
 export CARGO_PROFILE_RELEASE_LTO=fat
@@ -49,6 +51,9 @@ cargo build -p catalog-wasm --target wasm32-unknown-unknown --release --locked
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 wasm="$target_dir/wasm32-unknown-unknown/release/catalog_wasm.wasm"
 wasm_opt=ts/node_modules/.bin/wasm-opt
+if [ -n "$npm_pid" ]; then
+  wait "$npm_pid"
+fi
 
 rm -rf ts/pkg/web ts/pkg/node
 wasm-bindgen --target web --out-dir ts/pkg/web "$wasm"

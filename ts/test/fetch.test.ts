@@ -74,6 +74,28 @@ test("fetchHfModel reads a GGUF header with Range requests", async () => {
   assert.equal(direct.metadata["general.architecture"], "qwen2");
 });
 
+test("a GGUF header longer than the first read is fetched with a larger Range, as the parser asks", async () => {
+  const dump = JSON.parse(fixture("gguf-meta-qwen2.5-0.5b-instruct.json")) as Record<string, string>;
+  // A chat template of 1.5 MiB pushes the header past the first read (1 MiB).
+  const template = "{% for m in messages %}{{ m.content }}{% endfor %}".repeat(32_000);
+  const { bytes } = ggufFromDump(dump, { "tokenizer.chat_template": template });
+  assert.ok(bytes.length > 1 << 20);
+  api.route("/files/big.gguf", (req) => {
+    const match = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
+    if (!match) return { body: bytes, type: "application/octet-stream" };
+    const start = Number(match[1]);
+    const end = Math.min(Number(match[2]), bytes.length - 1);
+    return { status: 206, body: bytes.slice(start, end + 1), type: "application/octet-stream" };
+  });
+  const meta = await catalog.fetchGgufMetadata(`${api.url}/files/big.gguf`, "hf_secret");
+  assert.equal(meta.metadata["tokenizer.chat_template"], template);
+  assert.equal(meta.config.tokenizer?.chatTemplate, template);
+  const ranges = api.seen.filter((s) => s.path === "/files/big.gguf").map((s) => s.range);
+  assert.equal(ranges[0], `bytes=0-${(1 << 20) - 1}`);
+  assert.ok(ranges.length >= 2, ranges.join(", "));
+  assert.ok(api.seen.filter((s) => s.path === "/files/big.gguf").every((s) => s.authorization === "Bearer hf_secret"));
+});
+
 test("CivitAI search, model and version go to the given endpoint with the token", async () => {
   const found = await catalog.searchCivitai("realistic", { ...civitai, limit: 3 });
   assert.ok(found.some((e) => e.id.startsWith("civitai:4201")));

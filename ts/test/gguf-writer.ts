@@ -15,8 +15,11 @@ function kindOf(key: string): Kind | undefined {
 
 const TYPE_ID: Record<Kind, number> = { u32: 4, f32: 6, bool: 7, string: 8, u64: 10 };
 
-/** GGUF bytes holding the dump's scalar keys, and the keys written. */
-export function ggufFromDump(dump: Record<string, string>): { bytes: Uint8Array; written: string[] } {
+/** GGUF bytes holding the dump's scalar keys (plus any extra string keys), and the keys written. */
+export function ggufFromDump(
+  dump: Record<string, string>,
+  extraStrings: Record<string, string> = {},
+): { bytes: Uint8Array; written: string[] } {
   const parts: Uint8Array[] = [];
   const enc = new TextEncoder();
   const u32 = (v: number) => {
@@ -38,7 +41,7 @@ export function ggufFromDump(dump: Record<string, string>): { bytes: Uint8Array;
   parts.push(enc.encode("GGUF"));
   u32(3);
   u64(0n);
-  u64(BigInt(written.length));
+  u64(BigInt(written.length + Object.keys(extraStrings).length));
   for (const key of written) {
     const kind = kindOf(key) as Kind;
     const value = dump[key] as string;
@@ -53,6 +56,11 @@ export function ggufFromDump(dump: Record<string, string>): { bytes: Uint8Array;
     } else if (kind === "bool") parts.push(new Uint8Array([value === "true" ? 1 : 0]));
     else str(value);
   }
+  for (const [key, value] of Object.entries(extraStrings)) {
+    str(key);
+    u32(TYPE_ID.string);
+    str(value);
+  }
   const total = parts.reduce((n, p) => n + p.length, 0);
   const bytes = new Uint8Array(total);
   let at = 0;
@@ -60,5 +68,5 @@ export function ggufFromDump(dump: Record<string, string>): { bytes: Uint8Array;
     bytes.set(p, at);
     at += p.length;
   }
-  return { bytes, written };
+  return { bytes, written: [...written, ...Object.keys(extraStrings)] };
 }
