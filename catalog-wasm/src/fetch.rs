@@ -151,11 +151,19 @@ pub async fn fetch_civitai_model(
 /// `fetchCivitaiModelVersion(versionId, { endpoint, token })`: the entry of one CivitAI version.
 #[wasm_bindgen(js_name = fetchCivitaiModelVersion)]
 pub async fn fetch_civitai_model_version(
-    version: u32,
+    version: f64,
     source: Ts<SourceOptions>,
 ) -> Result<Ts<ModelEntry>, JsError> {
     let opts = options(source)?;
-    let url = civitai::version_url(&opts.url("")?, u64::from(version));
+    // A JavaScript number: refuse fractions, negatives and values past 2^53 rather than rounding them.
+    if !(version.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&version)) {
+        return Err(WasmError::Shape {
+            what: "CivitAI version id",
+            message: format!("{version} is not a whole number from 0 to 2^53"),
+        }
+        .into());
+    }
+    let url = civitai::version_url(&opts.url("")?, version as u64);
     let body = get_text(&url, opts.token.as_deref()).await?;
     let entry = civitai::entry_from_version_json(body.as_bytes(), true, now()).map_err(WasmError::from)?;
     Ok(entry_to_js(&entry)?)

@@ -124,6 +124,8 @@ test("HTTP errors, unreachable endpoints and bad answers reject naming the probl
   await assert.rejects(catalog.searchHf("x", { endpoint: "ftp://example.org" }), /invalid endpoint "ftp:\/\/example.org"/);
   await assert.rejects(catalog.searchHf("x", { endpoint: "http://127.0.0.1:9" }), /request to http:\/\/127\.0\.0\.1:9\/api\/models.* failed/);
   await assert.rejects(catalog.fetchHfModel("civitai:1", hf), /civitai:1 is not a hf: id/);
+  await assert.rejects(catalog.fetchCivitaiModelVersion(1.5, civitai), /invalid CivitAI version id: 1.5 is not a whole number/);
+  await assert.rejects(catalog.fetchCivitaiModelVersion(-1, civitai), /invalid CivitAI version id/);
   await assert.rejects(catalog.searchHf("x", { url: "http://x" } as unknown as SourceOptions), /invalid SourceOptions/);
   assert.equal((await catalog.searchHf("llama", hf)).length, 2);
 });
