@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The Python the HTTP tests use (prometheus_client's parser), in a cached venv.
+bash scripts/test-python.sh >/dev/null
+
 cargo test --workspace --locked
 
 if [ -f ts/package.json ]; then

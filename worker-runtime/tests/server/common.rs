@@ -281,3 +281,23 @@ pub fn sample(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str,
             prometheus_parse::Value::Summary(_) => f64::NAN,
         })
 }
+
+/// The test Python with `prometheus_client` (made by `scripts/test-python.sh`); panics with that command.
+pub fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("OMC_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+                });
+            cache.join("open-model-catalog/venv-test/bin/python")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/test-python.sh`",
+        path.display()
+    );
+    path
+}

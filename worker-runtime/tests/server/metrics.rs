@@ -61,3 +61,80 @@ async fn metrics_parse_and_count_requests_jobs_and_outputs() {
     );
     server.stop().await.unwrap();
 }
+
+/// Reads an exposition from stdin with prometheus_client's strict OpenMetrics parser; prints the samples.
+const STRICT_PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+samples = [
+    {"family": f.name, "type": f.type, "name": s.name, "labels": s.labels, "value": s.value}
+    for f in text_string_to_metric_families(sys.stdin.read())
+    for s in f.samples
+]
+print(json.dumps(samples))
+"#;
+
+#[tokio::test]
+async fn metrics_pass_prometheus_clients_strict_openmetrics_parser() {
+    let server = TestServer::start(ServeArgs::default(), Duration::ZERO).await;
+    server.wait_ready().await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(server.url("/v1/count"))
+        .body(r#"{"steps": 2}"#)
+        .send()
+        .await
+        .unwrap();
+    SseReader::new(response).rest().await;
+    let exposition = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let mut child = std::process::Command::new(crate::common::python())
+        .args(["-c", STRICT_PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the parser refused the exposition:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let samples: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let find = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(find("worker_outputs_total")["type"], "counter");
+    assert_eq!(find("worker_outputs_total")["value"], 2.0);
+    assert_eq!(find("worker_queue_depth")["type"], "gauge");
+    assert_eq!(
+        find("worker_time_to_first_output_seconds_count")["type"],
+        "histogram"
+    );
+    assert_eq!(find("worker_time_to_first_output_seconds_count")["value"], 1.0);
+    let requests = samples
+        .iter()
+        .find(|s| s["name"] == "worker_http_requests_total" && s["labels"]["route"] == "/v1/count")
+        .expect("the request counter has the route");
+    assert_eq!(requests["labels"]["status"], "200");
+    assert_eq!(requests["value"], 1.0);
+    server.stop().await.unwrap();
+}
