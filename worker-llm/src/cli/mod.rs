@@ -1,0 +1,4 @@
+//! The binary's subcommands, one module each, and what they share (loading a model from the flags).
+
+pub mod generate;
+pub mod model;

@@ -1,0 +1,32 @@
+//! GGUF Llama (Llama 2/3.x, SmolLM, TinyLlama, Mistral 7B) on `candle_transformers::models::quantized_llama`.
+
+use artifacts_contract::{ModelFamily, WeightFormat};
+use candle_core::Tensor;
+use candle_transformers::models::quantized_llama::ModelWeights;
+
+use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use crate::error::Result;
+
+/// Registration of this architecture.
+pub const ARCHITECTURE: Architecture = Architecture {
+    family: ModelFamily::Llama,
+    format: WeightFormat::Gguf,
+    names: &["llama", "mistral"],
+    load,
+};
+
+fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+    let (content, mut file) = ctx.gguf()?;
+    Ok(Adapted::boxed(ModelWeights::from_gguf(content, &mut file, ctx.device)?, ctx))
+}
+
+impl CandleModel for ModelWeights {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        ModelWeights::forward(self, input, position)
+    }
+
+    fn clear_cache(&mut self) -> candle_core::Result<Reset> {
+        self.clear_kv_cache();
+        Ok(Reset::Done)
+    }
+}

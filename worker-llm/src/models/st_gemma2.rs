@@ -1,0 +1,32 @@
+//! Safetensors Gemma 2 (logit soft-capping, alternating sliding window) on `candle_transformers::models::gemma2`.
+
+use artifacts_contract::{ModelFamily, WeightFormat};
+use candle_core::Tensor;
+use candle_transformers::models::gemma2::{Config, Model};
+
+use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use crate::error::Result;
+
+/// Registration of this architecture.
+pub const ARCHITECTURE: Architecture = Architecture {
+    family: ModelFamily::Gemma2,
+    format: WeightFormat::Safetensors,
+    names: &["gemma2"],
+    load,
+};
+
+fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+    let config: Config = ctx.files.config_as()?;
+    Ok(Adapted::boxed(Model::new(false, &config, ctx.var_builder()?)?, ctx))
+}
+
+impl CandleModel for Model {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        Model::forward(self, input, position)
+    }
+
+    fn clear_cache(&mut self) -> candle_core::Result<Reset> {
+        self.clear_kv_cache();
+        Ok(Reset::Done)
+    }
+}

@@ -1,0 +1,40 @@
+//! Safetensors Gemma 3 (text: 270M, 1B, and the language model of the larger multimodal checkpoints)
+//! on `candle_transformers::models::gemma3`.
+
+use artifacts_contract::{ModelFamily, WeightFormat};
+use candle_core::Tensor;
+use candle_transformers::models::gemma3::{Config, Model};
+
+use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use crate::error::{LlmError, Result};
+
+/// Registration of this architecture.
+pub const ARCHITECTURE: Architecture = Architecture {
+    family: ModelFamily::Gemma3,
+    format: WeightFormat::Safetensors,
+    names: &["gemma3", "gemma3_text"],
+    load,
+};
+
+fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+    let raw: serde_json::Value = ctx.files.config_as()?;
+    // Multimodal checkpoints nest the language model's config and prefix its weights.
+    let (config, vb) = match raw.get("text_config") {
+        Some(text) => (text.clone(), ctx.var_builder()?.pp("language_model")),
+        None => (raw, ctx.var_builder()?),
+    };
+    let config: Config = serde_json::from_value(config)
+        .map_err(|e| LlmError::Config { file: "config.json".into(), reason: e.to_string() })?;
+    Ok(Adapted::boxed(Model::new(false, &config, vb)?, ctx))
+}
+
+impl CandleModel for Model {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        Model::forward(self, input, position)
+    }
+
+    fn clear_cache(&mut self) -> candle_core::Result<Reset> {
+        self.clear_kv_cache();
+        Ok(Reset::Done)
+    }
+}

@@ -1,0 +1,32 @@
+//! Safetensors Qwen 3 (q/k norms) on `candle_transformers::models::qwen3`.
+
+use artifacts_contract::{ModelFamily, WeightFormat};
+use candle_core::Tensor;
+use candle_transformers::models::qwen3::{Config, ModelForCausalLM};
+
+use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use crate::error::Result;
+
+/// Registration of this architecture.
+pub const ARCHITECTURE: Architecture = Architecture {
+    family: ModelFamily::Qwen3,
+    format: WeightFormat::Safetensors,
+    names: &["qwen3"],
+    load,
+};
+
+fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+    let config: Config = ctx.files.config_as()?;
+    Ok(Adapted::boxed(ModelForCausalLM::new(&config, ctx.var_builder()?)?, ctx))
+}
+
+impl CandleModel for ModelForCausalLM {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        ModelForCausalLM::forward(self, input, position)
+    }
+
+    fn clear_cache(&mut self) -> candle_core::Result<Reset> {
+        self.clear_kv_cache();
+        Ok(Reset::Done)
+    }
+}

@@ -1,0 +1,71 @@
+//! SmolLM2-135M-Instruct Q4_1 against llama.cpp on the same file: the chat template renders the same
+//! text, the tokenizer gives the same ids, and the logits of the prompt's last position and of the first
+//! decode steps (fed llama.cpp's greedy tokens) agree. Reference: tests/fixtures/llm/smollm2_llamacpp.json,
+//! made by scripts/reference/llm_llamacpp_fixtures.py.
+//!
+//! Tolerances: both sides quantize activations to 8 bits for the Q4_1 dot products but sum in different
+//! orders, so logits differ by a few hundredths; we allow LOGIT_TOLERANCE on llama.cpp's top-10 logits,
+//! and require our top-5 tokens to lie in llama.cpp's top-20 (near-ties may swap places).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use candle_core::Device;
+use worker_llm::{ChatMessage, Engine, Prompt, Role};
+
+const LOGIT_TOLERANCE: f32 = 0.25;
+
+#[derive(serde::Deserialize)]
+struct Step {
+    top_ids: Vec<u32>,
+    top_logits: Vec<f32>,
+}
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    question: String,
+    rendered_prompt: String,
+    prompt_ids: Vec<u32>,
+    greedy_tokens: Vec<u32>,
+    steps: Vec<Step>,
+    tokenized_texts: BTreeMap<String, Vec<u32>>,
+}
+
+fn reference() -> Reference {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/llm/smollm2_llamacpp.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn template_tokenizer_and_logits_match_llama_cpp() {
+    let r = reference();
+    let mut engine = Engine::load_path(&common::smollm2_gguf(), &Device::Cpu).unwrap();
+
+    let messages = vec![ChatMessage::new(Role::User, r.question.clone())];
+    assert_eq!(engine.render_chat(&messages).unwrap(), r.rendered_prompt);
+    assert_eq!(engine.tokenize(&Prompt::Chat(messages)).unwrap(), r.prompt_ids);
+    for (text, ids) in &r.tokenized_texts {
+        assert_eq!(&engine.tokenizer().encode(text, false).unwrap(), ids, "tokens of {text:?}");
+    }
+
+    let model = engine.model_mut();
+    model.reset().unwrap();
+    let mut logits = model.forward(&r.prompt_ids, 0).unwrap();
+    let mut position = r.prompt_ids.len();
+    for (i, step) in r.steps.iter().enumerate() {
+        for (&id, &expected) in step.top_ids.iter().zip(&step.top_logits).take(10) {
+            let ours = logits[id as usize];
+            assert!((ours - expected).abs() <= LOGIT_TOLERANCE, "step {i}, token {id}: {ours} vs {expected}");
+        }
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        for id in &order[..5] {
+            assert!(step.top_ids.contains(id), "step {i}: our top-5 token {id} is not in llama.cpp's top-20");
+        }
+        if let Some(&token) = r.greedy_tokens.get(i) {
+            logits = model.forward(&[token], position).unwrap();
+            position += 1;
+        }
+    }
+}
