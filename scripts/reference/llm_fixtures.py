@@ -69,7 +69,7 @@ ARCHS = {
             qk_layernorm=False,
             tie_word_embeddings=False,
         ),
-        {},
+        dict(partial_rotary_factor=0.5),
     ),
     "phi3": (Phi3Config, dict(rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False), {}),
     "qwen2": (
@@ -85,7 +85,7 @@ ARCHS = {
     "gemma": (
         GemmaConfig,
         dict(rms_norm_eps=1e-6, rope_theta=10000.0, head_dim=16, hidden_activation="gelu_pytorch_tanh"),
-        dict(attention_bias=False),
+        dict(attention_bias=False, hidden_act=None),
     ),
     "gemma2": (
         Gemma2Config,
@@ -108,7 +108,9 @@ ARCHS = {
             head_dim=16,
             hidden_activation="gelu_pytorch_tanh",
             query_pre_attn_scalar=16,
-            sliding_window=6,  # shorter than prompt + decode: the local layer really slides
+            # Longer than the prompt (candle 0.11.1's gemma3 fails to prefill past its window), shorter
+            # than prompt + decode: the local layer really slides during decode.
+            sliding_window=12,
             layer_types=["sliding_attention", "full_attention"],
             final_logit_softcapping=None,
             attn_logit_softcapping=None,
@@ -128,7 +130,7 @@ def legacy_fields(cfg: dict, extra: dict) -> dict:
     if "rope_theta" not in cfg and isinstance(rp, dict) and "rope_theta" in rp:
         cfg["rope_theta"] = rp["rope_theta"]
     cfg.update(extra)
-    return cfg
+    return {k: v for k, v in cfg.items() if v is not None or k not in extra}
 
 
 def build(name: str, cls, fields: dict, extra: dict) -> None:

@@ -31,7 +31,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message from `role` with `content`, for short call sites and tests.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into() }
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
     }
 }
 
@@ -55,8 +58,12 @@ impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
         // transformers compiles templates with trim_blocks and lstrip_blocks on.
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| LlmError::Template(describe(&e)))?;
+        env.set_syntax(syntax);
         // `.strip()`, `.startswith()`, `.items()`... as Python templates call them.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
@@ -64,15 +71,22 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| LlmError::Template(describe(&e)))?;
-        Ok(ChatTemplate { env, bos_token: bos_token.into(), eos_token: eos_token.into() })
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
     }
 
     /// Renders the conversation, ending with the assistant's opening when `add_generation_prompt` is set.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template(NAME).map_err(|e| LlmError::Template(describe(&e)))?;
+        let template = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| LlmError::Template(describe(&e)))?;
         template
             .render(context! {
-                messages => messages,
+                messages => Value::from(minijinja::value::Serde(messages)),
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
@@ -95,7 +109,10 @@ fn describe(e: &JinjaError) -> String {
 
 /// `raise_exception(msg)`: HF templates call it to refuse a conversation they cannot format.
 fn raise_exception(msg: String) -> std::result::Result<Value, JinjaError> {
-    Err(JinjaError::new(ErrorKind::InvalidOperation, format!("the template raised: {msg}")))
+    Err(JinjaError::new(
+        ErrorKind::InvalidOperation,
+        format!("the template raised: {msg}"),
+    ))
 }
 
 /// `strftime_now(format)`: the current UTC time in strftime format (Llama 3 templates print today's date).
@@ -107,8 +124,12 @@ fn strftime_now(format: String) -> std::result::Result<Value, JinjaError> {
         .ok_or_else(|| JinjaError::new(ErrorKind::InvalidOperation, "the clock is out of range"))?;
     let mut out = String::new();
     use std::fmt::Write;
-    write!(out, "{}", time.format(&format))
-        .map_err(|_| JinjaError::new(ErrorKind::InvalidOperation, format!("bad strftime format {format:?}")))?;
+    write!(out, "{}", time.format(&format)).map_err(|_| {
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("bad strftime format {format:?}"),
+        )
+    })?;
     Ok(Value::from(out))
 }
 
@@ -186,21 +207,34 @@ mod tests {
     fn raise_exception_becomes_a_template_error_with_its_message() {
         let src = "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('Conversation must start with user') }}{% endif %}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        let err = t.render(&[ChatMessage::new(Role::Assistant, "x")], true).unwrap_err();
-        assert!(err.to_string().contains("Conversation must start with user"), "{err}");
+        let err = t
+            .render(&[ChatMessage::new(Role::Assistant, "x")], true)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("Conversation must start with user"),
+            "{err}"
+        );
     }
 
     #[test]
     fn trim_and_lstrip_blocks_remove_block_whitespace() {
         let src = "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        let out = t.render(&[ChatMessage::new(Role::User, "a"), ChatMessage::new(Role::User, "b")], false).unwrap();
+        let out = t
+            .render(
+                &[
+                    ChatMessage::new(Role::User, "a"),
+                    ChatMessage::new(Role::User, "b"),
+                ],
+                false,
+            )
+            .unwrap();
         assert_eq!(out, "[a]\n[b]\n");
     }
 
     #[test]
     fn loop_controls_python_methods_and_tojson_work() {
-        let src = "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}{{ m.content.strip() | tojson }}{% if loop.index == 1 %}{% break %}{% endif %}{% endfor %}|{{ {'a': [1, 'é<']} | tojson }}";
+        let src = "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}{{ m.content.strip() | tojson }}{% if loop.index == 2 %}{% break %}{% endif %}{% endfor %}|{{ {'a': [1, 'é<']} | tojson }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
         let msgs = [
             ChatMessage::new(Role::System, "s"),

@@ -14,7 +14,7 @@ use crate::device::default_dtype;
 use crate::error::{LlmError, Result};
 use crate::files::{ModelFiles, ModelMeta, open_gguf, read_json_as};
 use crate::models::{self, CausalLm};
-use crate::params::{Completion, FinishReason, GenerationParams, Prompt, TokenEvent, Timings, Usage};
+use crate::params::{Completion, FinishReason, GenerationParams, Prompt, Timings, TokenEvent, Usage};
 use crate::sampler::{Sampler, SamplingSettings};
 use crate::stream::{IncrementalDecoder, StopFilter, StopStep};
 use crate::tokenizer::{TextTokenizer, TokenizerBundle};
@@ -30,7 +30,10 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("meta", self.model.meta()).field("device", &self.device).finish()
+        f.debug_struct("Engine")
+            .field("meta", self.model.meta())
+            .field("device", &self.device)
+            .finish()
     }
 }
 
@@ -51,9 +54,15 @@ impl Engine {
         let (meta, bundle) = match &files.gguf {
             Some(path) => {
                 let (content, _) = open_gguf(path)?;
-                (ModelMeta::from_gguf(path, &content)?, TokenizerBundle::load(files, Some(&content))?)
+                (
+                    ModelMeta::from_gguf(path, &content)?,
+                    TokenizerBundle::load(files, Some(&content))?,
+                )
             }
-            None => (ModelMeta::from_configs(files)?, TokenizerBundle::load(files, None)?),
+            None => (
+                ModelMeta::from_configs(files)?,
+                TokenizerBundle::load(files, None)?,
+            ),
         };
         let defaults = match &files.generation_config {
             Some(p) => sampling_defaults(&read_json_as(p)?),
@@ -96,7 +105,10 @@ impl Engine {
 
     /// The conversation rendered by the model's chat template, generation prompt included.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
-        self.chat_template.as_ref().ok_or(LlmError::NoChatTemplate)?.render(messages, true)
+        self.chat_template
+            .as_ref()
+            .ok_or(LlmError::NoChatTemplate)?
+            .render(messages, true)
     }
 
     /// The token ids a prompt becomes (what `usage.prompt_tokens` counts).
@@ -144,8 +156,17 @@ impl Engine {
         }
         let context_length = self.meta().context_length;
         let max_tokens = self.check_context(prompt.len(), params.max_tokens)?;
-        let eos = if params.ignore_eos { None } else { Some(&self.meta().eos_token_ids) };
-        let stop_ids: BTreeSet<u32> = eos.into_iter().flatten().chain(&params.stop_token_ids).copied().collect();
+        let eos = if params.ignore_eos {
+            None
+        } else {
+            Some(&self.meta().eos_token_ids)
+        };
+        let stop_ids: BTreeSet<u32> = eos
+            .into_iter()
+            .flatten()
+            .chain(&params.stop_token_ids)
+            .copied()
+            .collect();
         let seed = params.seed.unwrap_or_else(random_seed);
         let mut sampler = Sampler::new(self.settings(params), seed, prompt);
         let mut decoder = IncrementalDecoder::default();
@@ -167,14 +188,19 @@ impl Engine {
             } else {
                 match stops.push(&decoder.push(token, |ids| self.tokenizer.decode(ids))?) {
                     StopStep::Stopped(before) => (before, Some(FinishReason::Stop)),
-                    StopStep::Emit(piece) if generated.len() >= max_tokens => {
-                        (piece + &self.flush(&mut decoder, &mut stops)?, Some(FinishReason::Length))
-                    }
+                    StopStep::Emit(piece) if generated.len() >= max_tokens => (
+                        piece + &self.flush(&mut decoder, &mut stops)?,
+                        Some(FinishReason::Length),
+                    ),
                     StopStep::Emit(piece) => (piece, None),
                 }
             };
             text.push_str(&piece);
-            let event = TokenEvent { token_id: token, text: piece, generated_tokens: generated.len() };
+            let event = TokenEvent {
+                token_id: token,
+                text: piece,
+                generated_tokens: generated.len(),
+            };
             if on_token(event).is_break() {
                 break finish.unwrap_or(FinishReason::Cancelled);
             }
@@ -191,7 +217,10 @@ impl Engine {
             text,
             token_ids: generated.clone(),
             finish_reason,
-            usage: Usage { prompt_tokens: prompt.len(), completion_tokens: generated.len() },
+            usage: Usage {
+                prompt_tokens: prompt.len(),
+                completion_tokens: generated.len(),
+            },
             timings: Timings {
                 prefill_s,
                 time_to_first_token_s: (first - start).as_secs_f64(),
@@ -205,7 +234,11 @@ impl Engine {
         let context_length = self.meta().context_length;
         let requested = max_tokens.unwrap_or(context_length.saturating_sub(prompt_tokens).max(1));
         if prompt_tokens + requested > context_length {
-            return Err(LlmError::ContextOverflow { prompt_tokens, requested_tokens: requested, context_length });
+            return Err(LlmError::ContextOverflow {
+                prompt_tokens,
+                requested_tokens: requested,
+                context_length,
+            });
         }
         Ok(requested)
     }
@@ -228,7 +261,10 @@ impl Engine {
             top_p: p.top_p.or(d.top_p).unwrap_or(1.0),
             top_k: p.top_k.or(d.top_k.map(|k| k as usize)).unwrap_or(0),
             min_p: p.min_p.or(d.min_p).unwrap_or(0.0),
-            repetition_penalty: p.repetition_penalty.or(d.repetition_penalty.map(|r| r as f32)).unwrap_or(1.0),
+            repetition_penalty: p
+                .repetition_penalty
+                .or(d.repetition_penalty.map(|r| r as f32))
+                .unwrap_or(1.0),
             frequency_penalty: p.frequency_penalty,
             presence_penalty: p.presence_penalty,
         }
@@ -253,6 +289,11 @@ fn sampling_defaults(v: &serde_json::Value) -> SamplingDefaults {
 fn random_seed() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 /// Everything loading or generation can fail with; the HTTP layer maps these to status codes.
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
+    /// The catalog has no such model, has not downloaded it, or says this worker cannot run it; the
+    /// message names the `catalog` command that fixes it.
+    #[error(transparent)]
+    Resolve(#[from] catalog::resolve::ResolveError),
     /// The prompt plus the requested tokens do not fit the model's context window.
     #[error(
         "the prompt has {prompt_tokens} tokens and {requested_tokens} more were requested, \
@@ -88,7 +92,10 @@ impl LlmError {
 
     /// Shorthand for an I/O error on a path.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LlmError::Io { path: path.into(), source }
+        LlmError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

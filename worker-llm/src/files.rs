@@ -46,10 +46,17 @@ impl ModelFiles {
 
     /// Classifies the paths of a model (as a catalog entry lists them) by file name.
     pub fn from_paths(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Result<Self> {
-        let mut files = ModelFiles { root: root.to_path_buf(), ..Default::default() };
+        let mut files = ModelFiles {
+            root: root.to_path_buf(),
+            ..Default::default()
+        };
         let mut ggufs = Vec::new();
         for p in paths {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             match name.as_str() {
                 "config.json" => files.config = Some(p),
                 "generation_config.json" => files.generation_config = Some(p),
@@ -62,7 +69,12 @@ impl ModelFiles {
             }
         }
         files.safetensors.sort();
-        let fail = |reason: String| Err(LlmError::ModelFiles { path: root.to_path_buf(), reason });
+        let fail = |reason: String| {
+            Err(LlmError::ModelFiles {
+                path: root.to_path_buf(),
+                reason,
+            })
+        };
         match (ggufs.len(), files.safetensors.is_empty()) {
             (0, true) => return fail("no .gguf or .safetensors weights here".into()),
             (1, _) => files.gguf = ggufs.pop(),
@@ -71,7 +83,9 @@ impl ModelFiles {
             }
             (0, false) => {}
             (n, _) => {
-                return fail(format!("{n} .gguf files here: name the one to load with its full path"));
+                return fail(format!(
+                    "{n} .gguf files here: name the one to load with its full path"
+                ));
             }
         }
         if files.gguf.is_some() {
@@ -82,7 +96,11 @@ impl ModelFiles {
 
     /// The weight format the files hold.
     pub fn format(&self) -> WeightFormat {
-        if self.gguf.is_some() { WeightFormat::Gguf } else { WeightFormat::Safetensors }
+        if self.gguf.is_some() {
+            WeightFormat::Gguf
+        } else {
+            WeightFormat::Safetensors
+        }
     }
 
     /// The config.json parsed as `T`, for a safetensors architecture's loader.
@@ -97,17 +115,25 @@ impl ModelFiles {
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| LlmError::io(dir, e))?;
-    entries.map(|e| e.map(|e| e.path()).map_err(|e| LlmError::io(dir, e))).collect()
+    entries
+        .map(|e| e.map(|e| e.path()).map_err(|e| LlmError::io(dir, e)))
+        .collect()
 }
 
 fn is_weights(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("gguf" | "safetensors"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("gguf" | "safetensors")
+    )
 }
 
 /// Parses a JSON file, naming the file in the error.
 pub(crate) fn read_json_as<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| LlmError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| LlmError::Config { file: path.display().to_string(), reason: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| LlmError::Config {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Reads a GGUF file's header (metadata and tensor index) and keeps the file open for the tensors.
@@ -155,8 +181,14 @@ pub struct ModelMeta {
 }
 
 /// The token texts llama.cpp also treats as end of generation, whatever the metadata says.
-pub(crate) const END_OF_TURN_TOKENS: [&str; 6] =
-    ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>"];
+pub(crate) const END_OF_TURN_TOKENS: [&str; 6] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+];
 
 impl ModelMeta {
     /// Reads the shared facts of a GGUF model from its metadata.
@@ -165,7 +197,8 @@ impl ModelMeta {
             path: path.to_path_buf(),
             reason: format!("GGUF metadata lacks `{key}`"),
         };
-        let architecture = gguf_str(content, "general.architecture").ok_or_else(|| missing("general.architecture"))?;
+        let architecture =
+            gguf_str(content, "general.architecture").ok_or_else(|| missing("general.architecture"))?;
         let ctx_key = format!("{architecture}.context_length");
         let context_length = gguf_u64(content, &ctx_key).ok_or_else(|| missing(&ctx_key))? as usize;
         let tokens = content
@@ -173,8 +206,10 @@ impl ModelMeta {
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
-        let mut eos_token_ids: BTreeSet<u32> =
-            gguf_u64(content, "tokenizer.ggml.eos_token_id").map(|id| id as u32).into_iter().collect();
+        let mut eos_token_ids: BTreeSet<u32> = gguf_u64(content, "tokenizer.ggml.eos_token_id")
+            .map(|id| id as u32)
+            .into_iter()
+            .collect();
         eos_token_ids.extend(gguf_u64(content, "tokenizer.ggml.eot_token_id").map(|id| id as u32));
         for (i, t) in tokens.iter().enumerate() {
             if let Ok(text) = t.to_string()
@@ -183,25 +218,41 @@ impl ModelMeta {
                 eos_token_ids.insert(i as u32);
             }
         }
-        let vocab_size = gguf_u64(content, &format!("{architecture}.vocab_size")).map_or(tokens.len(), |v| v as usize);
-        Ok(ModelMeta { architecture: architecture.to_string(), eos_token_ids, vocab_size, context_length })
+        let vocab_size =
+            gguf_u64(content, &format!("{architecture}.vocab_size")).map_or(tokens.len(), |v| v as usize);
+        Ok(ModelMeta {
+            architecture: architecture.to_string(),
+            eos_token_ids,
+            vocab_size,
+            context_length,
+        })
     }
 
     /// Reads the shared facts of a safetensors model from config.json and generation_config.json.
     pub fn from_configs(files: &ModelFiles) -> Result<Self> {
         let config: serde_json::Value = files.config_as()?;
-        let file = files.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let file = files
+            .config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         // Gemma 3 multimodal configs keep the language model's fields under `text_config`.
         let text = config.get("text_config").unwrap_or(&config);
         let field = |key: &str| text.get(key).or_else(|| config.get(key));
         let number = |key: &str| {
             field(key)
                 .and_then(|v| v.as_u64())
-                .ok_or_else(|| LlmError::Config { file: file.clone(), reason: format!("no integer `{key}`") })
+                .ok_or_else(|| LlmError::Config {
+                    file: file.clone(),
+                    reason: format!("no integer `{key}`"),
+                })
         };
         let architecture = field("model_type")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| LlmError::Config { file: file.clone(), reason: "no `model_type`".into() })?
+            .ok_or_else(|| LlmError::Config {
+                file: file.clone(),
+                reason: "no `model_type`".into(),
+            })?
             .to_string();
         let mut eos_token_ids = ids(field("eos_token_id"));
         if let Some(path) = &files.generation_config {
@@ -243,7 +294,10 @@ mod tests {
     #[test]
     fn safetensors_shards_are_sorted_and_need_a_config() {
         let dir = tempfile::tempdir().unwrap();
-        for n in ["model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors"] {
+        for n in [
+            "model-00002-of-00002.safetensors",
+            "model-00001-of-00002.safetensors",
+        ] {
             std::fs::write(dir.path().join(n), b"").unwrap();
         }
         let err = ModelFiles::discover(dir.path()).unwrap_err();
@@ -251,8 +305,18 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
         let files = ModelFiles::discover(dir.path()).unwrap();
         assert_eq!(files.format(), WeightFormat::Safetensors);
-        let names: Vec<_> = files.safetensors.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
-        assert_eq!(names, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
+        let names: Vec<_> = files
+            .safetensors
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ]
+        );
     }
 
     #[test]

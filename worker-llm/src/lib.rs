@@ -14,6 +14,7 @@ pub mod error;
 pub mod files;
 pub mod models;
 pub mod params;
+pub mod resolve;
 pub mod sampler;
 mod stream;
 pub mod tokenizer;

@@ -62,18 +62,31 @@ pub(crate) struct StopFilter {
 
 impl StopFilter {
     pub(crate) fn new(stops: &[String]) -> Self {
-        StopFilter { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), pending: String::new() }
+        StopFilter {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
     }
 
     /// Adds decoded text; returns what can be shown now, or the text before a stop string.
     pub(crate) fn push(&mut self, text: &str) -> StopStep {
         self.pending.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             let before = self.pending[..at].to_string();
             self.pending.clear();
             return StopStep::Stopped(before);
         }
-        let hold = self.stops.iter().map(|s| partial_suffix(&self.pending, s)).max().unwrap_or(0);
+        let hold = self
+            .stops
+            .iter()
+            .map(|s| partial_suffix(&self.pending, s))
+            .max()
+            .unwrap_or(0);
         let emit_to = self.pending.len() - hold;
         let emit = self.pending[..emit_to].to_string();
         self.pending.drain(..emit_to);

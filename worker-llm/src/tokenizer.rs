@@ -24,7 +24,9 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("vocab_size", &self.plain.get_vocab_size(true)).finish()
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.plain.get_vocab_size(true))
+            .finish()
     }
 }
 
@@ -38,13 +40,20 @@ impl TextTokenizer {
             .collect();
         let mut plain = tokenizer.clone();
         plain.set_encode_special_tokens(true);
-        TextTokenizer { with_specials: tokenizer, plain, special_texts }
+        TextTokenizer {
+            with_specials: tokenizer,
+            plain,
+            special_texts,
+        }
     }
 
     /// Tokenizes text a user wrote: `<|special|>` strings in it stay text. `add_special_tokens` adds what
     /// the tokenizer adds to a sequence (usually BOS).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self.plain.encode(text, add_special_tokens).map_err(LlmError::tokenizer)?;
+        let enc = self
+            .plain
+            .encode(text, add_special_tokens)
+            .map_err(LlmError::tokenizer)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -53,7 +62,11 @@ impl TextTokenizer {
     pub fn encode_chat(&self, rendered: &str, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let has_special = |s: &str| self.special_texts.iter().any(|t| s.contains(t.as_str()));
         let encode = |tok: &Tokenizer, s: &str| -> Result<Vec<u32>> {
-            Ok(tok.encode(s, false).map_err(LlmError::tokenizer)?.get_ids().to_vec())
+            Ok(tok
+                .encode(s, false)
+                .map_err(LlmError::tokenizer)?
+                .get_ids()
+                .to_vec())
         };
         if !messages.iter().any(|m| has_special(&m.content)) {
             // The common case, tokenized in one piece exactly as the reference implementations do.
@@ -115,13 +128,21 @@ impl TokenizerBundle {
         fix_gpt2_pre_tokenizer(&mut tokenizer, content);
         let tokenizer = TextTokenizer::new(tokenizer);
         let token = |key: &str| {
-            gguf_u64(content, key).and_then(|id| tokenizer.token_text(id as u32)).unwrap_or_default()
+            gguf_u64(content, key)
+                .and_then(|id| tokenizer.token_text(id as u32))
+                .unwrap_or_default()
         };
-        let (bos, eos) = (token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id"));
+        let (bos, eos) = (
+            token("tokenizer.ggml.bos_token_id"),
+            token("tokenizer.ggml.eos_token_id"),
+        );
         let chat_template = gguf_str(content, "tokenizer.chat_template")
             .map(|source| ChatTemplate::new(source, &bos, &eos))
             .transpose()?;
-        Ok(TokenizerBundle { tokenizer, chat_template })
+        Ok(TokenizerBundle {
+            tokenizer,
+            chat_template,
+        })
     }
 
     fn from_json_files(path: &Path, files: &ModelFiles) -> Result<Self> {
@@ -133,16 +154,24 @@ impl TokenizerBundle {
         };
         let special = |key: &str| match config.get(key) {
             Some(serde_json::Value::String(s)) => s.clone(),
-            Some(v) => v.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+            Some(v) => v
+                .get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default()
+                .to_string(),
             None => String::new(),
         };
         let source = match &files.chat_template {
             Some(p) => Some(std::fs::read_to_string(p).map_err(|e| LlmError::io(p, e))?),
             None => template_from_config(config.get("chat_template")),
         };
-        let chat_template =
-            source.map(|s| ChatTemplate::new(&s, &special("bos_token"), &special("eos_token"))).transpose()?;
-        Ok(TokenizerBundle { tokenizer: TextTokenizer::new(tokenizer), chat_template })
+        let chat_template = source
+            .map(|s| ChatTemplate::new(&s, &special("bos_token"), &special("eos_token")))
+            .transpose()?;
+        Ok(TokenizerBundle {
+            tokenizer: TextTokenizer::new(tokenizer),
+            chat_template,
+        })
     }
 }
 
@@ -156,8 +185,11 @@ fn fix_gpt2_pre_tokenizer(tokenizer: &mut Tokenizer, content: &gguf_file::Conten
     if matches!(pre, "qwen2" | "smaug-bpe" | "lfm2" | "llama3") {
         return;
     }
-    let add_prefix_space =
-        content.metadata.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+    let add_prefix_space = content
+        .metadata
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
     let byte_level = ByteLevel::new(add_prefix_space, true, true);
     let steps = match pre {
         "smollm" => vec![Digits::new(true).into(), byte_level.into()],

@@ -86,7 +86,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let completion = engine.generate(&prompt, &params, |event| {
         // A closed stdout (`| head`) ends the generation instead of failing it.
-        match stdout.write_all(event.text.as_bytes()).and_then(|_| stdout.flush()) {
+        match stdout
+            .write_all(event.text.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
         }

@@ -3,24 +3,49 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use worker_llm::{Engine, parse_device};
+use artifacts_contract::CatalogId;
+use worker_llm::{Engine, ModelFiles, parse_device};
 
 /// Which model to load, and where to run it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
+    /// A catalog id (`hf:org/name:file`, `file:PATH`...), resolved in the catalog home.
+    #[arg(long, conflicts_with = "model_path", required_unless_present = "model_path")]
+    pub model: Option<String>,
     /// A `.gguf` file, a `.safetensors` file or a model folder, loaded directly (for development).
     #[arg(long)]
-    pub model_path: PathBuf,
+    pub model_path: Option<PathBuf>,
+    /// The catalog home (default: `CATALOG_HOME`, else the platform's data directory).
+    #[arg(long)]
+    pub catalog_home: Option<PathBuf>,
     /// `cpu`, `cuda:N` (feature `cuda`) or `metal` (feature `metal`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
 impl ModelArgs {
-    /// Opens the device and loads the model.
+    /// Opens the device, finds the files and loads the model.
     pub fn load(&self) -> anyhow::Result<Engine> {
         let device = parse_device(&self.device)?;
-        Engine::load_path(&self.model_path, &device)
-            .with_context(|| format!("loading {}", self.model_path.display()))
+        let (files, what) = match (&self.model, &self.model_path) {
+            (Some(id), _) => {
+                let id: CatalogId = id
+                    .parse()
+                    .with_context(|| format!("`{id}` is not a catalog id"))?;
+                let home = match &self.catalog_home {
+                    Some(home) => home.clone(),
+                    None => catalog::home::default_home()?,
+                };
+                let catalog = catalog::Catalog::open(&home)
+                    .with_context(|| format!("opening the catalog at {}", home.display()))?;
+                (
+                    worker_llm::resolve::model_files(&catalog, &id, &device)?,
+                    id.to_string(),
+                )
+            }
+            (None, Some(path)) => (ModelFiles::discover(path)?, path.display().to_string()),
+            (None, None) => anyhow::bail!("give --model ID or --model-path PATH"),
+        };
+        Engine::load(&files, &device).with_context(|| format!("loading {what}"))
     }
 }

@@ -17,7 +17,10 @@ pub const ARCHITECTURE: Architecture = Architecture {
 
 fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
     let (content, mut file) = ctx.gguf()?;
-    Ok(Adapted::boxed(ModelWeights::from_gguf(content, &mut file, ctx.device)?, ctx))
+    Ok(Adapted::boxed(
+        ModelWeights::from_gguf(content, &mut file, ctx.device)?,
+        ctx,
+    ))
 }
 
 impl CandleModel for ModelWeights {

@@ -77,7 +77,9 @@ impl LoadContext<'_> {
     pub fn var_builder(&self) -> Result<candle_nn::VarBuilder<'static>> {
         // SAFETY: the files are memory-mapped read-only; like every Candle loader we assume nobody
         // truncates them while the model is loaded.
-        Ok(unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&self.files.safetensors, self.dtype, self.device)? })
+        Ok(unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(&self.files.safetensors, self.dtype, self.device)?
+        })
     }
 
     /// The GGUF header and the open file, for a quantized loader.
@@ -104,21 +106,32 @@ pub struct Architecture {
 
 /// Finds the architecture for `meta.architecture` in `format`, or says which names are supported.
 pub fn find(format: WeightFormat, name: &str) -> Result<&'static Architecture> {
-    ARCHITECTURES.iter().find(|a| a.format == format && a.names.contains(&name)).ok_or_else(|| {
-        let supported: Vec<&str> =
-            ARCHITECTURES.iter().filter(|a| a.format == format).flat_map(|a| a.names.iter().copied()).collect();
-        LlmError::UnsupportedArchitecture {
-            name: name.to_string(),
-            format: format.to_string(),
-            supported: supported.join(", "),
-        }
-    })
+    ARCHITECTURES
+        .iter()
+        .find(|a| a.format == format && a.names.contains(&name))
+        .ok_or_else(|| {
+            let supported: Vec<&str> = ARCHITECTURES
+                .iter()
+                .filter(|a| a.format == format)
+                .flat_map(|a| a.names.iter().copied())
+                .collect();
+            LlmError::UnsupportedArchitecture {
+                name: name.to_string(),
+                format: format.to_string(),
+                supported: supported.join(", "),
+            }
+        })
 }
 
 /// Loads the model the files hold, picking the architecture from them.
 pub fn load(files: &ModelFiles, meta: ModelMeta, device: &Device, dtype: DType) -> Result<Box<dyn CausalLm>> {
     let arch = find(files.format(), &meta.architecture)?;
-    (arch.load)(&LoadContext { files, meta, device, dtype })
+    (arch.load)(&LoadContext {
+        files,
+        meta,
+        device,
+        dtype,
+    })
 }
 
 /// Last-position logits as f32, whether Candle returned (1, vocab), (1, 1, vocab) or (1, seq, vocab).
@@ -126,7 +139,10 @@ fn last_logits(logits: &Tensor) -> Result<Vec<f32>> {
     let vocab = *logits.dims().last().unwrap_or(&0);
     let flat = logits.flatten_all()?;
     let n = flat.dim(0)?;
-    Ok(flat.narrow(0, n - vocab, vocab)?.to_dtype(DType::F32)?.to_vec1()?)
+    Ok(flat
+        .narrow(0, n - vocab, vocab)?
+        .to_dtype(DType::F32)?
+        .to_vec1()?)
 }
 
 /// How a Candle type empties its cache.
@@ -157,7 +173,12 @@ pub(crate) struct Adapted<M> {
 impl<M: CandleModel + 'static> Adapted<M> {
     /// Boxes `model` as a [`CausalLm`].
     pub(crate) fn boxed(model: M, ctx: &LoadContext) -> Box<dyn CausalLm> {
-        Box::new(Adapted { model, meta: ctx.meta.clone(), device: ctx.device.clone(), reset_pending: false })
+        Box::new(Adapted {
+            model,
+            meta: ctx.meta.clone(),
+            device: ctx.device.clone(),
+            reset_pending: false,
+        })
     }
 }
 
@@ -216,6 +237,9 @@ mod tests {
     fn an_unknown_architecture_names_the_supported_ones() {
         let err = find(WeightFormat::Gguf, "mamba").err().unwrap();
         let msg = err.to_string();
-        assert!(msg.contains("mamba") && msg.contains("llama") && msg.contains("gemma3"), "{msg}");
+        assert!(
+            msg.contains("mamba") && msg.contains("llama") && msg.contains("gemma3"),
+            "{msg}"
+        );
     }
 }

@@ -1,5 +1,8 @@
 //! Safetensors Gemma 3 (text: 270M, 1B, and the language model of the larger multimodal checkpoints)
 //! on `candle_transformers::models::gemma3`.
+//!
+//! Known limit: the prompt is fed one token at a time (a candle 0.11.1 bug with multi-token input, see
+//! `forward`), so prefill runs at decode speed.
 
 use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
@@ -23,14 +26,24 @@ fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
         Some(text) => (text.clone(), ctx.var_builder()?.pp("language_model")),
         None => (raw, ctx.var_builder()?),
     };
-    let config: Config = serde_json::from_value(config)
-        .map_err(|e| LlmError::Config { file: "config.json".into(), reason: e.to_string() })?;
+    let config: Config = serde_json::from_value(config).map_err(|e| LlmError::Config {
+        file: "config.json".into(),
+        reason: e.to_string(),
+    })?;
     Ok(Adapted::boxed(Model::new(false, &config, vb)?, ctx))
 }
 
 impl CandleModel for Model {
+    /// Token by token: candle 0.11.1's gemma3 appends a non-contiguous value tensor to its KV cache
+    /// when given more than one token ("slice-set only supports contiguous tensors"), so a prefill
+    /// runs as single-token steps (correct, slower; see the module docs).
     fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
-        Model::forward(self, input, position)
+        let n = input.dim(1)?;
+        let mut logits = None;
+        for i in 0..n {
+            logits = Some(Model::forward(self, &input.narrow(1, i, 1)?, position + i)?);
+        }
+        logits.ok_or_else(|| candle_core::Error::Msg("empty input".into()))
     }
 
     fn clear_cache(&mut self) -> candle_core::Result<Reset> {

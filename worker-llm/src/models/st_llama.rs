@@ -31,7 +31,16 @@ fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
     let model = Llama::load(ctx.var_builder()?, &config)?;
     let cache = Cache::new(true, ctx.dtype, &config, ctx.device)?;
     let device = ctx.device.clone();
-    Ok(Adapted::boxed(LlamaWithCache { model, cache, config, dtype: ctx.dtype, device }, ctx))
+    Ok(Adapted::boxed(
+        LlamaWithCache {
+            model,
+            cache,
+            config,
+            dtype: ctx.dtype,
+            device,
+        },
+        ctx,
+    ))
 }
 
 impl CandleModel for LlamaWithCache {

@@ -26,7 +26,13 @@ struct Phi {
 
 fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
     let config: Config = ctx.files.config_as()?;
-    Ok(Adapted::boxed(Phi { model: Model::new(&config, ctx.var_builder()?)?, cached: 0 }, ctx))
+    Ok(Adapted::boxed(
+        Phi {
+            model: Model::new(&config, ctx.var_builder()?)?,
+            cached: 0,
+        },
+        ctx,
+    ))
 }
 
 impl CandleModel for Phi {

@@ -17,7 +17,10 @@ pub const ARCHITECTURE: Architecture = Architecture {
 
 fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
     let config: Config = ctx.files.config_as()?;
-    Ok(Adapted::boxed(ModelForCausalLM::new(&config, ctx.var_builder()?)?, ctx))
+    Ok(Adapted::boxed(
+        ModelForCausalLM::new(&config, ctx.var_builder()?)?,
+        ctx,
+    ))
 }
 
 impl CandleModel for ModelForCausalLM {
