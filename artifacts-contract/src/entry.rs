@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ModelType, TypedConfig};
+use crate::config::{LlmConfig, ModelType, TypedConfig};
 use crate::id::CatalogId;
 
 /// Where an entry's metadata and files came from.
@@ -162,7 +162,8 @@ impl ModelEntry {
         self.config.model_type()
     }
 
-    /// Sum of the sizes of the weight files (what loading reads), falling back to `size`.
+    /// Sum of the sizes of the weight files (what loading reads), falling back to `size`, then to what
+    /// the config implies (parameters times bytes per weight), so estimates work before sizes are known.
     pub fn weight_bytes(&self) -> u64 {
         let weights: u64 = self
             .files
@@ -170,7 +171,16 @@ impl ModelEntry {
             .filter(|f| f.role == FileRole::Weights)
             .filter_map(|f| f.size)
             .sum();
-        if weights > 0 { weights } else { self.size }
+        if weights > 0 {
+            weights
+        } else if self.size > 0 {
+            self.size
+        } else {
+            self.config
+                .as_llm()
+                .and_then(LlmConfig::estimated_weight_bytes)
+                .unwrap_or(0)
+        }
     }
 
     /// The files in a pickle format, which no worker loads.

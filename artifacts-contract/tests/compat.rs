@@ -270,3 +270,26 @@ fn quantization_names_are_matched_case_and_alias_insensitively() {
     assert!(!caps.supports_quantization("IQ4_XS"));
     assert!(!caps.supports_quantization("MXFP4"));
 }
+
+#[test]
+fn memory_estimate_uses_the_parameter_count_when_no_file_sizes_are_known() {
+    // Llama-3.2-3B as the Hub describes it before download: 3,212,749,824 BF16 parameters, no sizes.
+    let mut c = llm(ModelFamily::Llama, WeightFormat::Safetensors);
+    c.parameter_count = Some(3_212_749_824);
+    c.quantization = Some("BF16".into());
+    let e = entry(TypedConfig::Llm(c.clone()), vec![]);
+    assert_eq!(e.weight_bytes(), 6_425_499_648);
+    let r = check(&e, &WorkerCapabilities::worker_llm(), None);
+    assert!(r.memory_bytes > 6_425_499_648, "{}", r.memory_bytes);
+    // A 4.85-bit Q4_K_M file of the same model is about 1.95 GB.
+    c.quantization = Some("Q4_K_M".into());
+    assert_eq!(
+        entry(TypedConfig::Llm(c.clone()), vec![]).weight_bytes(),
+        1_947_729_581
+    );
+    // Known file sizes win over the estimate.
+    assert_eq!(
+        entry(TypedConfig::Llm(c), vec![weights("m.gguf", 2_019_377_696)]).weight_bytes(),
+        2_019_377_696
+    );
+}

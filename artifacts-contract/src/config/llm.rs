@@ -329,6 +329,41 @@ impl LlmConfig {
     }
 }
 
+/// Bits per weight of a quantization or dtype, as llama.cpp's formats store them (block scales
+/// included); `None` for names we do not know.
+pub fn bits_per_weight(quantization: &str) -> Option<f64> {
+    let q = quantization.trim().to_ascii_uppercase();
+    Some(match q.as_str() {
+        "F32" | "FP32" | "FLOAT32" => 32.0,
+        "F16" | "FP16" | "FLOAT16" | "BF16" | "BFLOAT16" => 16.0,
+        "Q8_0" => 8.5,
+        "Q6_K" => 6.5625,
+        "Q5_0" | "Q5_K_S" => 5.5,
+        "Q5_1" | "Q5_K_M" => 5.69,
+        "Q4_0" | "Q4_K_S" => 4.5,
+        "Q4_1" => 5.0,
+        "Q4_K_M" => 4.85,
+        "Q3_K_S" => 3.5,
+        "Q3_K_M" => 3.91,
+        "Q3_K_L" => 4.27,
+        "Q2_K" | "Q2_K_S" => 2.96,
+        _ => return None,
+    })
+}
+
+impl LlmConfig {
+    /// Bytes the weights take, from the parameter count and the quantization (16-bit when unknown).
+    pub fn estimated_weight_bytes(&self) -> Option<u64> {
+        let params = self.parameter_count?;
+        let bits = self
+            .quantization
+            .as_deref()
+            .and_then(bits_per_weight)
+            .unwrap_or(16.0);
+        Some((params as f64 * bits / 8.0).round() as u64)
+    }
+}
+
 /// The resolved parameters a text worker starts a request from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmParams {
