@@ -15,5 +15,7 @@ model=$(bash scripts/fetch-models.sh | tail -n 1)
 cargo run -q -p catalog -- add "$model"
 cargo run -q -p catalog -- compat "file:$model"
 echo "--- worker-llm generate --model file:$model --chat --prompt \"$question\"" >&2
-cargo run -q -p worker-llm -- generate --model "file:$model" --chat --temperature 0 --max-tokens 64 \
-  --prompt "$question"
+# SmolLM2's template adds its own system message when given none, and the small model then tends to
+# answer with a landmark instead of the city; a plain assistant system message keeps it on topic.
+cargo run -q -p worker-llm -- generate --model "file:$model" --chat --system "You are a helpful assistant." \
+  --temperature 0 --max-tokens 64 --prompt "$question"
