@@ -122,6 +122,26 @@ fn parse_row(id: &str, json: &str) -> Result<ModelEntry, StoreError> {
     })
 }
 
+/// Switches the database to WAL, which lets readers run while one process writes.
+///
+/// Changing the journal mode takes an exclusive lock without consulting the busy handler, so two
+/// processes opening a new catalog at once can see SQLITE_BUSY here: retry for as long as any
+/// other statement would wait.
+fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        // journal_mode returns a row (the mode now in force).
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Catalog {
     /// Opens (creating if needed) the catalog in `home`, migrating its schema.
     pub fn open(home: &Path) -> Result<Catalog, StoreError> {
@@ -131,8 +151,7 @@ impl Catalog {
         })?;
         let mut conn = Connection::open(home.join(DB_FILE))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        // journal_mode returns a row; WAL lets readers run while one process writes.
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        enable_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Reads straight from the mapped file instead of copying pages: listings stream faster.
         conn.query_row("PRAGMA mmap_size = 268435456", [], |_| Ok(()))?;

@@ -101,3 +101,23 @@ fn reopening_keeps_entries_and_refuses_newer_schemas() {
     let err = Catalog::open(dir.path()).err().unwrap().to_string();
     assert!(err.contains("newer than this build"), "{err}");
 }
+
+#[test]
+fn opening_waits_for_another_process_holding_a_new_database() {
+    // Another process created the file and is writing to it before switching to WAL. SQLite
+    // answers a journal-mode change that meets a pending writer with "busy" at once, without the
+    // busy timeout (it could deadlock), so opening must retry by itself.
+    let dir = tempfile::tempdir().unwrap();
+    let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    other
+        .execute_batch("CREATE TABLE t (x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let c = Catalog::open(dir.path()).unwrap();
+    release.join().unwrap();
+    c.upsert(&llm_entry("hf:org/a")).unwrap();
+    assert_eq!(c.list(&Filter::default()).unwrap().len(), 1);
+}
