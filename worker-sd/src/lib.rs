@@ -5,7 +5,9 @@
 //! diffusion schedulers (`schedulers`), each checked against diffusers on recorded fixtures; model loading,
 //! generation and serving build on it.
 
+pub mod flux;
 pub mod schedulers;
+pub mod sdxl;
 
 use artifacts_contract::WorkerCapabilities;
 

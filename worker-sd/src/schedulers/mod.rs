@@ -33,7 +33,10 @@ registry! {
     ddim,
     dpmpp_2m,
     uni_pc,
+    flow_match_euler,
 }
+
+pub use flow_match_euler::{FlowMatchConfig, FlowMatchEuler};
 
 /// Why a scheduler could not be built or stepped; each names the offending value.
 #[derive(Debug, thiserror::Error)]

@@ -53,7 +53,7 @@ fn flow_models_are_refused_with_the_scheduler_named() {
         prediction_type: PredictionType::Flow,
         ..SchedulerConfig::default()
     };
-    for name in names() {
+    for name in noise_schedulers() {
         let err = build(name, &config, 4).err().unwrap();
         assert!(
             matches!(err, SchedulerError::Prediction { scheduler, .. } if scheduler == name),
@@ -91,7 +91,7 @@ fn ancestral_step_without_noise_is_an_error() {
 fn step_past_the_schedule_is_an_error() {
     let config = SchedulerConfig::default();
     let sample = Tensor::ones((1, 4, 2, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    for name in names() {
+    for name in noise_schedulers() {
         let mut scheduler = build(name, &config, 4).unwrap();
         for step in 0..4 {
             scheduler.step(&sample, step, &sample, Some(&sample)).unwrap();
@@ -102,4 +102,9 @@ fn step_past_the_schedule_is_an_error() {
             "{name}: {err}"
         );
     }
+}
+
+/// The schedulers of epsilon and v-prediction models: all but the flow-matching ones.
+fn noise_schedulers() -> impl Iterator<Item = &'static str> {
+    names().into_iter().filter(|name| !name.starts_with("Flow"))
 }
