@@ -16,7 +16,11 @@ CPU, float32, seed 0. Writes tests/fixtures/sd/tiny-sdxl/:
   float16 to keep the fixture small (the reference runs the same values in float32);
 - `reference.safetensors`: `unet_latents`, `unet_timestep`, `unet_context` (random, in place of the two
   text encoders' concatenated penultimate states), `unet_text_embeds` (in place of the projected pooled
-  output of the second encoder), `unet_time_ids` -> `unet_out`.
+  output of the second encoder), `unet_time_ids` -> `unet_out`;
+  - a whole 4-step Euler run with CFG 5 through StableDiffusionXLPipeline at 64 x 64 (its own size and
+    crop time ids): `gen_context`, `gen_pooled`, `gen_negative_context`, `gen_negative_pooled`, `gen_noise`
+    (unit Gaussian, scaled by the scheduler) -> `gen_latents` (final latents, before the VAE);
+- `scheduler/`: SDXL base's EulerDiscreteScheduler config (leading spacing, steps offset 1).
 """
 
 import json
@@ -25,7 +29,7 @@ import pathlib
 import diffusers
 import torch
 import transformers
-from diffusers import UNet2DConditionModel
+from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
 PINNED = {"diffusers": "0.42.1", "torch": "2.15.0", "transformers": "5.23.0"}
@@ -33,6 +37,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests/fixtures/sd/tiny-sdxl"
 SEQ = 16
 TIME_EMBED = 8  # addition_time_embed_dim (256 in SDXL)
+HEIGHT = WIDTH = 64  # pixels: 8 x 8 latents with SDXL's VAE factor of 8
+STEPS = 4
+GUIDANCE = 5.0
 
 
 def main():
@@ -91,8 +98,49 @@ def main():
         "unet_time_ids": time_ids,
         "unet_out": unet_out,
     }
+    # A whole 4-step Euler run with CFG through StableDiffusionXLPipeline, from given encodings and noise.
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )  # SDXL base's scheduler/scheduler_config.json
+    scheduler.save_pretrained(OUT / "scheduler")
+    pipe = StableDiffusionXLPipeline(
+        vae=None,
+        text_encoder=None,
+        text_encoder_2=None,
+        tokenizer=None,
+        tokenizer_2=None,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    gen = {
+        "gen_context": torch.randn(1, SEQ, 32),
+        "gen_pooled": torch.randn(1, 16),
+        "gen_negative_context": torch.randn(1, SEQ, 32),
+        "gen_negative_pooled": torch.randn(1, 16),
+        "gen_noise": torch.randn(1, 4, 8, 8),
+    }
+    with torch.no_grad():
+        gen["gen_latents"] = pipe(
+            prompt_embeds=gen["gen_context"],
+            pooled_prompt_embeds=gen["gen_pooled"],
+            negative_prompt_embeds=gen["gen_negative_context"],
+            negative_pooled_prompt_embeds=gen["gen_negative_pooled"],
+            latents=gen["gen_noise"],
+            height=HEIGHT,
+            width=WIDTH,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            output_type="latent",
+        ).images
+    ref.update(gen)
     save_file({k: v.contiguous() for k, v in ref.items()}, OUT / "reference.safetensors")
-    (OUT / "reference.json").write_text(json.dumps({"pinned": PINNED}, indent=1) + "\n")
+    meta = {"pinned": PINNED, "height": HEIGHT, "width": WIDTH, "steps": STEPS, "guidance_scale": GUIDANCE}
+    (OUT / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 //! distilled for 1 to 4 steps without classifier-free guidance (CFG 0, Euler a with trailing timesteps):
 //! only the defaults differ, which the catalog entry's `SamplingDefaults` carry.
 
+pub mod pipeline;
 pub mod unet;
 
 use candle_core::{DType, Device};
@@ -28,6 +29,9 @@ pub enum SdxlError {
     /// A config that does not parse or asks for something this model cannot build.
     #[error("bad SDXL config: {0}")]
     Config(String),
+    /// The scheduler refused the step count or a step.
+    #[error(transparent)]
+    Scheduler(#[from] crate::schedulers::SchedulerError),
     /// A tensor operation failed, or a weight is missing (candle names it).
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),

@@ -107,6 +107,7 @@ fn dev_transformer_from_the_diffusers_folder_matches_diffusers() {
             .unwrap();
     assert!(model.config().guidance_embeds);
     let diff = transformer_call(&model, "dev", &reference());
+    println!("dev transformer max |diff| = {diff:e}");
     assert!(diff < OUT_TOL, "max |candle - diffusers| = {diff}");
 }
 
@@ -118,6 +119,7 @@ fn schnell_single_file_in_the_original_layout_matches_diffusers() {
     let model = FluxTransformer::load_file(&path, Some(config.clone()), DType::F32, &Device::Cpu).unwrap();
     assert!(!model.config().guidance_embeds);
     let diff = transformer_call(&model, "schnell", &reference());
+    println!("schnell transformer max |diff| = {diff:e}");
     assert!(diff < OUT_TOL, "max |candle - diffusers| = {diff}");
 
     // Without a config, the shape is read from the tensors; only the rotary split cannot be, and the
@@ -209,6 +211,9 @@ fn whole_dev_generation_matches_flux_pipeline() {
     assert_eq!(progress, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
     let latent_diff = max_diff(&latents, &r["gen_latents"]);
     let image_diff = max_diff(&image, &r["gen_image"]);
+    println!(
+        "T5 {t5_diff:e}, CLIP {clip_diff:e}, VAE {vae_diff:e}, latents {latent_diff:e}, image {image_diff:e}"
+    );
     assert!(
         latent_diff < GEN_TOL && image_diff < GEN_TOL,
         "latents {latent_diff}, image {image_diff}"
