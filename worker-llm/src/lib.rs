@@ -5,7 +5,8 @@
 //! This library is the engine: [`Engine`] loads a model (GGUF or safetensors, architecture detected from
 //! the files and dispatched through the registry in [`models`]), renders chat templates, tokenizes, and
 //! generates with streaming, cancellation, stop strings and seeded sampling. The binary's `generate`
-//! command drives it from a terminal; the HTTP server (`serve`) is built on the same [`Engine`].
+//! command drives it from a terminal; [`serve`] puts the same [`Engine`] behind the shared
+//! `worker-runtime` HTTP server with OpenAI-compatible routes.
 
 pub mod chat;
 pub mod device;
@@ -16,6 +17,7 @@ pub mod models;
 pub mod params;
 pub mod resolve;
 pub mod sampler;
+pub mod serve;
 mod stream;
 pub mod tokenizer;
 

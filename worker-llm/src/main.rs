@@ -1,4 +1,5 @@
-//! `worker-llm`: text generation with Candle. `generate` runs one prompt in the terminal; each
+//! `worker-llm`: text generation with Candle. `generate` runs one prompt in the terminal, `serve`
+//! serves the model over HTTP, `bench-serve` measures that server; each
 //! subcommand lives in its own module under `cli/`.
 
 use clap::{Parser, Subcommand};
@@ -18,10 +19,16 @@ struct Cli {
 enum Command {
     /// Generate text for one prompt, streamed to stdout; figures go to stderr.
     Generate(cli::generate::GenerateArgs),
+    /// Serve the model over HTTP: OpenAI-compatible API, native token stream, health, readiness, metrics.
+    Serve(cli::serve::ServeCommand),
+    /// Time to first token and tokens/s through a loopback server against the same generation in process.
+    BenchServe(cli::serve::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => cli::generate::run(args),
+        Command::Serve(args) => cli::serve::run(args),
+        Command::BenchServe(args) => cli::serve::bench(args),
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use artifacts_contract::CatalogId;
+use candle_core::Device;
 use worker_llm::{Engine, ModelFiles, parse_device};
 
 /// Which model to load, and where to run it.
@@ -26,8 +27,15 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Opens the device, finds the files and loads the model.
     pub fn load(&self) -> anyhow::Result<Engine> {
+        let (id, files, device) = self.resolve()?;
+        Engine::load(&files, &device).with_context(|| format!("loading {id}"))
+    }
+
+    /// Opens the device and finds the files, without loading them: the model's catalog id (`file:PATH`
+    /// for `--model-path`), its files and the device.
+    pub fn resolve(&self) -> anyhow::Result<(String, ModelFiles, Device)> {
         let device = parse_device(&self.device)?;
-        let (files, what) = match (&self.model, &self.model_path) {
+        let (files, id) = match (&self.model, &self.model_path) {
             (Some(id), _) => {
                 let id: CatalogId = id
                     .parse()
@@ -43,9 +51,9 @@ impl ModelArgs {
                     id.to_string(),
                 )
             }
-            (None, Some(path)) => (ModelFiles::discover(path)?, path.display().to_string()),
+            (None, Some(path)) => (ModelFiles::discover(path)?, format!("file:{}", path.display())),
             (None, None) => anyhow::bail!("give --model ID or --model-path PATH"),
         };
-        Engine::load(&files, &device).with_context(|| format!("loading {what}"))
+        Ok((id, files, device))
     }
 }

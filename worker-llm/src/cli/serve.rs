@@ -1,0 +1,63 @@
+//! `worker-llm serve`: the model over HTTP (OpenAI-compatible routes, the native token stream, health,
+//! readiness, metrics); and `worker-llm bench-serve`: what that server adds to the engine's own figures.
+
+use anyhow::Context;
+use worker_llm::serve::LlmBackend;
+use worker_llm::serve::bench::{self, BenchOptions};
+use worker_runtime::ServeArgs;
+
+use super::model::ModelArgs;
+
+/// Flags of `serve`: the model, then the flags every worker shares.
+#[derive(clap::Args, Debug)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// Resolves the model, listens at once (`/ready` answers 503 while it loads), serves until SIGTERM.
+pub fn run(args: ServeCommand) -> anyhow::Result<()> {
+    worker_runtime::init_tracing();
+    let (model_id, files, device) = args.model.resolve()?;
+    let kind = worker_llm::device_kind(&device);
+    let load = move || LlmBackend::load(&files, &device);
+    worker_runtime::block_on(worker_llm::serve::serve(args.serve, &model_id, kind, load))
+        .with_context(|| format!("serving {model_id}"))
+}
+
+/// Flags of `bench-serve`.
+#[derive(clap::Args, Debug)]
+pub struct BenchCommand {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Measured runs on each side (after one warm-up each); medians are reported.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Tokens generated per run (end-of-sequence ignored, so every run generates exactly this many).
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// The prompt, continued as plain text.
+    #[arg(long, default_value = "The history of the printing press begins")]
+    prompt: String,
+}
+
+/// Times the same greedy generation in process and through a loopback server, and prints both.
+pub fn bench(args: BenchCommand) -> anyhow::Result<()> {
+    let (model_id, files, device) = args.model.resolve()?;
+    let kind = worker_llm::device_kind(&device);
+    let backend = LlmBackend::load(&files, &device).with_context(|| format!("loading {model_id}"))?;
+    let options = BenchOptions {
+        prompt: args.prompt,
+        max_tokens: args.max_tokens,
+        runs: args.runs.max(1),
+    };
+    let report = worker_runtime::block_on(bench::run(backend, &model_id, kind, &options))?;
+    println!(
+        "{model_id}: {} runs of {} tokens, medians",
+        options.runs, options.max_tokens
+    );
+    println!("{report}");
+    Ok(())
+}
