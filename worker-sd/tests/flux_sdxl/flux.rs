@@ -106,9 +106,33 @@ fn dev_transformer_from_the_diffusers_folder_matches_diffusers() {
         FluxTransformer::load_diffusers_folder(&fixtures().join("dev/transformer"), DType::F32, &Device::Cpu)
             .unwrap();
     assert!(model.config().guidance_embeds);
-    let diff = transformer_call(&model, "dev", &reference());
+    let r = reference();
+    let diff = transformer_call(&model, "dev", &r);
     println!("dev transformer max |diff| = {diff:e}");
     assert!(diff < OUT_TOL, "max |candle - diffusers| = {diff}");
+
+    // A dev-style transformer without a guidance scale is an error, not a silent schnell-style run.
+    let get = |k: &str| r[&format!("dev_{k}")].clone();
+    let (img_ids, txt_ids) = (
+        get("img_ids").unsqueeze(0).unwrap(),
+        get("txt_ids").unsqueeze(0).unwrap(),
+    );
+    let err = model
+        .forward(
+            &get("img"),
+            &img_ids,
+            &get("txt"),
+            &txt_ids,
+            &get("timestep"),
+            &get("vec"),
+            None,
+        )
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, FluxError::Config(m) if m.contains("guidance")),
+        "{err}"
+    );
 }
 
 #[test]
