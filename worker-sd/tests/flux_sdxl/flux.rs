@@ -258,3 +258,18 @@ fn sizes_that_do_not_pack_are_refused() {
         );
     }
 }
+
+#[test]
+fn packing_takes_2x2_patches_channel_first_and_unpacks_back() {
+    use worker_sd::flux::pipeline::{pack, unpack};
+    let x = Tensor::arange(0f32, 32.0, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 2, 4, 4))
+        .unwrap();
+    let packed = pack(&x).unwrap();
+    assert_eq!(packed.dims(), &[1, 4, 8]);
+    // Token 1 is the patch at rows 0-1, columns 2-3: channel 0's 2, 3, 6, 7, then channel 1's (+16).
+    let token: Vec<f32> = packed.get(0).unwrap().get(1).unwrap().to_vec1().unwrap();
+    assert_eq!(token, vec![2.0, 3.0, 6.0, 7.0, 18.0, 19.0, 22.0, 23.0]);
+    assert_eq!(max_diff(&unpack(&packed, 4, 4).unwrap(), &x), 0.0);
+}
