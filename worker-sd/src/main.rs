@@ -1,4 +1,6 @@
-//! `worker-sd`: image generation with Candle.
+//! `worker-sd`: image generation with Candle, from the command line or over HTTP.
+
+mod cli;
 
 use clap::{Parser, Subcommand};
 
@@ -7,28 +9,29 @@ use clap::{Parser, Subcommand};
 #[command(name = "worker-sd", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
-/// What the worker can do so far; `generate` and `serve` come with model loading.
+/// What the worker does.
 #[derive(Subcommand)]
 enum Command {
     /// Lists the schedulers (samplers) a request or catalog entry can name, as the popular UIs write them.
     Schedulers,
+    /// Makes images and writes them as PNGs with their parameters.
+    Generate(cli::generate::GenerateArgs),
+    /// Serves the model over HTTP (OpenAI-style images API and a streaming endpoint).
+    Serve(cli::serve::ServeCommand),
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Schedulers) => {
+    match Cli::parse().command {
+        Command::Schedulers => {
             for spec in worker_sd::schedulers::specs() {
                 println!("{}\t(also: {})", spec.name, spec.aliases.join(", "));
             }
         }
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-        }
+        Command::Generate(args) => cli::generate::run(args)?,
+        Command::Serve(args) => cli::serve::run(args)?,
     }
     Ok(())
 }

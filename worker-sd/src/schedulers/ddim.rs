@@ -65,6 +65,12 @@ impl Scheduler for Ddim {
         1.0
     }
 
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        check_step(step, self.timesteps.len())?;
+        let alpha = self.schedule.alphas_cumprod[self.timesteps[step] as usize];
+        Ok(((original * alpha.sqrt())? + (noise * (1.0 - alpha).sqrt())?)?)
+    }
+
     fn scale_model_input(&self, sample: &Tensor, step: usize) -> Result<Tensor> {
         check_step(step, self.timesteps.len())?;
         Ok(sample.clone())

@@ -51,6 +51,11 @@ impl Scheduler for EulerAncestral {
         self.init_noise_sigma
     }
 
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        check_step(step, self.timesteps.len())?;
+        Ok((original + (noise * self.sigmas[step])?)?)
+    }
+
     fn scale_model_input(&self, sample: &Tensor, step: usize) -> Result<Tensor> {
         check_step(step, self.timesteps.len())?;
         scale_by_sigma(sample, self.sigmas[step])

@@ -117,6 +117,20 @@ pub trait Scheduler: Send {
         sample: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<Tensor>;
+    /// Starts the schedule at `step` instead of 0 (img2img skips the noisiest steps), for multistep
+    /// schedulers that check their steps come in order.
+    fn begin_at(&mut self, step: usize) -> Result<()> {
+        check_step(step, self.timesteps().len())
+    }
+    /// A clean sample noised to the level of `step`, where img2img starts (diffusers' `add_noise` after
+    /// `set_begin_index(step)`). The default suits schedulers whose samples have unit variance and that
+    /// keep sigmas (DPM++, UniPC): `x / sqrt(σ² + 1) + noise · σ / sqrt(σ² + 1)`.
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        check_step(step, self.timesteps().len())?;
+        let sigma = self.sigmas().map_or(0.0, |sigmas| sigmas[step]);
+        let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+        Ok(((original * alpha)? + (noise * (sigma * alpha))?)?)
+    }
 }
 
 /// A registered scheduler: its names and how to build it, so lookups need no instance.

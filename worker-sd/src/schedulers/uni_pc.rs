@@ -114,6 +114,12 @@ impl Scheduler for UniPc {
         1.0
     }
 
+    fn begin_at(&mut self, step: usize) -> Result<()> {
+        check_step(step, self.timesteps.len())?;
+        self.next = step;
+        Ok(())
+    }
+
     fn scale_model_input(&self, sample: &Tensor, step: usize) -> Result<Tensor> {
         check_step(step, self.timesteps.len())?;
         Ok(sample.clone())

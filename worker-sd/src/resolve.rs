@@ -1,0 +1,81 @@
+//! From a catalog id to what to load: the catalog says whether the entry exists, is downloaded and is
+//! compatible with this worker on this device (`WorkerCapabilities::worker_sd()`); its `ImageConfig`
+//! gives the base, prediction type, VAE and defaults.
+
+use artifacts_contract::{
+    CatalogId, DeviceKind, FileRole, ImageConfig, ModelConfig, TypedConfig, WorkerCapabilities,
+};
+use catalog::Catalog;
+
+use crate::error::{Result, SdError};
+use crate::pipeline::{LoadOptions, ModelSource};
+use crate::request::Defaults;
+
+/// The files of catalog entry `id` and the load options its config implies; `options` brings the
+/// device and dtype.
+pub fn resolve(
+    catalog: &Catalog,
+    id: &CatalogId,
+    device: DeviceKind,
+    options: LoadOptions,
+) -> Result<(ModelSource, LoadOptions)> {
+    let worker = WorkerCapabilities::worker_sd();
+    let resolved = catalog::resolve::resolve(catalog, id, &worker, Some(device))?;
+    let TypedConfig::Image(config) = &resolved.entry.config else {
+        return Err(SdError::layout(
+            &resolved.root,
+            format!("{id} is not an image model"),
+        ));
+    };
+    let root = &resolved.root;
+    let source = if root.is_dir() && (root.join("model_index.json").is_file() || root.join("unet").is_dir()) {
+        ModelSource::Diffusers(root.clone())
+    } else {
+        let weights = resolved.paths_with_role(FileRole::Weights);
+        let path = match weights.as_slice() {
+            [one] => one.to_path_buf(),
+            [] if root.is_file() => root.clone(),
+            _ => {
+                return Err(SdError::layout(
+                    root,
+                    format!(
+                        "expected a diffusers folder or one weights file, found {} weights files",
+                        weights.len()
+                    ),
+                ));
+            }
+        };
+        ModelSource::SingleFile { path, config: None }
+    };
+    let vae = resolved
+        .paths_with_role(FileRole::Vae)
+        .first()
+        .map(|p| p.to_path_buf());
+    Ok((
+        source,
+        LoadOptions {
+            base: Some(config.base),
+            prediction_type: config.prediction_type,
+            vae: options.vae.clone().or(vae),
+            model_name: resolved.entry.name.clone(),
+            defaults: Some(defaults(config)),
+            ..options
+        },
+    ))
+}
+
+/// A catalog entry's recommended settings as request defaults.
+pub fn defaults(config: &ImageConfig) -> Defaults {
+    let params = config.inference_params();
+    let scheduler = params
+        .sampler
+        .filter(|name| crate::schedulers::find(name).is_ok())
+        .unwrap_or_else(|| "Euler".to_string());
+    Defaults {
+        size: (params.resolution.width, params.resolution.height),
+        steps: params.steps,
+        cfg_scale: params.cfg_scale,
+        scheduler,
+        clip_skip: params.clip_skip.max(1),
+    }
+}

@@ -1,0 +1,193 @@
+//! The CLIP text encoder of Stable Diffusion, with every layer's hidden states so clip skip and SDXL's
+//! penultimate-layer conditioning can be read off.
+//!
+//! candle-transformers has two CLIP text models, neither enough here: `clip::text_model` knows only
+//! `quick_gelu` (SD 2.x and SDXL's second encoder use `gelu`) and `stable_diffusion::clip` cannot be
+//! configured from a `config.json` (its fields are private). Both return only the last layer. This one
+//! reads transformers' `config.json` and its weight names (with or without the `text_model.` prefix that
+//! transformers 5 dropped) and is checked against transformers by `tests/integration/tiny_sd15.rs`.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+/// The fields of transformers' `CLIPTextConfig` the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipConfig {
+    /// Token vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the hidden states (768 for SD 1.x, 1024 for SD 2.x).
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// The longest token sequence (77).
+    pub max_position_embeddings: usize,
+    /// `quick_gelu` (OpenAI CLIP) or `gelu` (OpenCLIP).
+    #[serde(default = "quick_gelu")]
+    pub hidden_act: String,
+    /// Layer norm epsilon.
+    #[serde(default = "layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// The token that pads prompts to `max_position_embeddings`, when the config names one.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// The end-of-text token, the default padding.
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+}
+
+fn quick_gelu() -> String {
+    "quick_gelu".into()
+}
+
+fn layer_norm_eps() -> f64 {
+    1e-5
+}
+
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// A CLIP text encoder whose forward pass keeps the hidden state after each layer.
+pub struct ClipTextEncoder {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    layers: Vec<Layer>,
+    final_layer_norm: LayerNorm,
+    config: ClipConfig,
+}
+
+/// The encoder's outputs for one batch of token ids.
+pub struct ClipOutput {
+    /// The hidden state after each encoder layer, first to last (without the final layer norm).
+    pub hidden_states: Vec<Tensor>,
+    /// The last hidden state after the final layer norm: what SD 1.x conditions on.
+    pub last_hidden_state: Tensor,
+}
+
+impl ClipOutput {
+    /// The conditioning as the UIs' clip skip picks it: 1 is the last layer, 2 the penultimate (with the
+    /// final layer norm, as A1111 and diffusers' `clip_skip` apply it).
+    pub fn with_clip_skip(&self, encoder: &ClipTextEncoder, clip_skip: usize) -> candle_core::Result<Tensor> {
+        if clip_skip <= 1 {
+            return Ok(self.last_hidden_state.clone());
+        }
+        let index = self.hidden_states.len().saturating_sub(clip_skip);
+        encoder.final_layer_norm.forward(&self.hidden_states[index])
+    }
+}
+
+impl ClipTextEncoder {
+    /// Builds the encoder from transformers' weights, prefixed by `text_model.` or not.
+    pub fn new(vb: VarBuilder, config: &ClipConfig) -> candle_core::Result<Self> {
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb
+        };
+        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+        let emb = vb.pp("embeddings");
+        let token_embedding = candle_nn::embedding(config.vocab_size, h, emb.pp("token_embedding"))?;
+        let position_embedding =
+            candle_nn::embedding(config.max_position_embeddings, h, emb.pp("position_embedding"))?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("encoder.layers.{i}"));
+                let attn = vb.pp("self_attn");
+                Ok(Layer {
+                    q: candle_nn::linear(h, h, attn.pp("q_proj"))?,
+                    k: candle_nn::linear(h, h, attn.pp("k_proj"))?,
+                    v: candle_nn::linear(h, h, attn.pp("v_proj"))?,
+                    out: candle_nn::linear(h, h, attn.pp("out_proj"))?,
+                    norm1: candle_nn::layer_norm(h, eps, vb.pp("layer_norm1"))?,
+                    norm2: candle_nn::layer_norm(h, eps, vb.pp("layer_norm2"))?,
+                    fc1: candle_nn::linear(h, config.intermediate_size, vb.pp("mlp.fc1"))?,
+                    fc2: candle_nn::linear(config.intermediate_size, h, vb.pp("mlp.fc2"))?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let final_layer_norm = candle_nn::layer_norm(h, eps, vb.pp("final_layer_norm"))?;
+        Ok(ClipTextEncoder {
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+            config: config.clone(),
+        })
+    }
+
+    /// The model's config, for the sequence length and padding token.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// Encodes a `(batch, seq)` tensor of token ids (u32 or i64).
+    pub fn forward(&self, tokens: &Tensor) -> candle_core::Result<ClipOutput> {
+        let (batch, seq) = tokens.dims2()?;
+        let device = tokens.device();
+        let positions = Tensor::arange(0u32, seq as u32, device)?;
+        let mut xs = self
+            .token_embedding
+            .forward(&tokens.to_dtype(DType::U32)?)?
+            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let mask = causal_mask(seq, xs.dtype(), device)?;
+        let heads = self.config.num_attention_heads;
+        let head_dim = self.config.hidden_size / heads;
+        let scale = (head_dim as f64).powf(-0.5);
+        let mut hidden_states = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let residual = xs.clone();
+            let normed = layer.norm1.forward(&xs)?;
+            let split = |t: Tensor| -> candle_core::Result<Tensor> {
+                t.reshape((batch, seq, heads, head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = split((layer.q.forward(&normed)? * scale)?)?;
+            let k = split(layer.k.forward(&normed)?)?;
+            let v = split(layer.v.forward(&normed)?)?;
+            let weights = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
+            let weights = candle_nn::ops::softmax_last_dim(&weights)?;
+            let attn = weights
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((batch, seq, self.config.hidden_size))?;
+            xs = (residual + layer.out.forward(&attn)?)?;
+            let residual = xs.clone();
+            let hidden = layer.fc1.forward(&layer.norm2.forward(&xs)?)?;
+            let hidden = match self.config.hidden_act.as_str() {
+                "gelu" => hidden.gelu_erf()?,
+                _ => (&hidden * candle_nn::ops::sigmoid(&(&hidden * 1.702)?)?)?,
+            };
+            xs = (residual + layer.fc2.forward(&hidden)?)?;
+            hidden_states.push(xs.clone());
+        }
+        let last_hidden_state = self.final_layer_norm.forward(&xs)?;
+        Ok(ClipOutput {
+            hidden_states,
+            last_hidden_state,
+        })
+    }
+}
+
+/// `-inf` above the diagonal: each token sees only those before it.
+fn causal_mask(seq: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (seq, seq), device)?
+        .to_dtype(dtype)?
+        .unsqueeze(0)?
+        .unsqueeze(0)
+}

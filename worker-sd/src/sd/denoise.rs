@@ -1,0 +1,177 @@
+//! The denoising loop of SD 1.x/2.x: txt2img, img2img (strength) and inpainting, with the 9-channel
+//! UNet's extra inputs or, for a plain UNet, latent blending as diffusers does.
+
+use candle_core::{DType, Tensor};
+use image::RgbImage;
+
+use super::SdPipeline;
+use crate::error::Result;
+use crate::noise::Noise;
+use crate::output::from_image;
+use crate::pipeline::{Progress, ProgressFn};
+use crate::request::ValidRequest;
+
+/// The final latents of one image.
+pub(super) fn run(
+    p: &SdPipeline,
+    request: &ValidRequest,
+    context: &Tensor,
+    index: u32,
+    noise: &mut Noise,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Tensor> {
+    let scale = p.vae.config().scale();
+    let (h, w) = (request.height as usize / scale, request.width as usize / scale);
+    let latent_channels = p.vae.config().latent_channels;
+    let shape = (1, latent_channels, h, w);
+    let steps = request.steps as usize;
+    // A scheduler for another kind of model (flow matching) is the request's fault.
+    let mut scheduler = crate::schedulers::build(&request.scheduler, &p.scheduler, steps)
+        .map_err(|e| crate::error::SdError::invalid("scheduler", e.to_string()))?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let initial = noise.draw(shape, &p.device)?.to_dtype(p.dtype)?;
+
+    let image = request
+        .init_image
+        .as_ref()
+        .map(|image| -> Result<Tensor> { Ok(from_image(image, &p.device)?.to_dtype(p.dtype)?) })
+        .transpose()?;
+    // The mask at latent size, 1 where to repaint (nearest neighbour, as diffusers resizes it).
+    let mask = match &request.mask {
+        Some(mask) => {
+            let full = Tensor::from_vec(
+                mask.as_raw().clone(),
+                (1, 1, mask.height() as usize, mask.width() as usize),
+                &p.device,
+            )?
+            .to_dtype(DType::F32)?;
+            let full = full.ge(127.5)?.to_dtype(p.dtype)?;
+            Some((full.clone(), full.upsample_nearest2d(h, w)?))
+        }
+        None => None,
+    };
+    let inpaint_model = p.unet_in_channels == 9;
+    // The 9-channel UNet's extra input: the mask and the latents of the image outside it.
+    let extra = if inpaint_model {
+        let (full_mask, small_mask) = match &mask {
+            Some(m) => m.clone(),
+            None => (
+                Tensor::ones(
+                    (1, 1, request.height as usize, request.width as usize),
+                    p.dtype,
+                    &p.device,
+                )?,
+                Tensor::ones((1, 1, h, w), p.dtype, &p.device)?,
+            ),
+        };
+        let masked = match &image {
+            Some(image) => image.broadcast_mul(&(1.0 - &full_mask)?)?,
+            None => Tensor::zeros(
+                (1, 3, request.height as usize, request.width as usize),
+                p.dtype,
+                &p.device,
+            )?,
+        };
+        Some(Tensor::cat(&[small_mask, p.vae.encode(&masked)?], 1)?)
+    } else {
+        None
+    };
+    let image_latents = image.as_ref().map(|image| p.vae.encode(image)).transpose()?;
+
+    // img2img skips the noisiest steps: diffusers' `get_timesteps`, with at least one step run.
+    let start = match &image_latents {
+        Some(_) if request.strength < 1.0 => {
+            let run = ((steps as f64 * request.strength) as usize).clamp(1, steps);
+            steps - run
+        }
+        _ => 0,
+    };
+    scheduler.begin_at(start)?;
+    let mut latents = match &image_latents {
+        Some(latents) if request.strength < 1.0 => scheduler.add_noise(latents, &initial, start)?,
+        _ => (&initial * scheduler.init_noise_sigma())?,
+    };
+    // A plain UNet inpaints by putting the (noised) original back outside the mask after each step.
+    let blend = match (&mask, &image_latents, inpaint_model) {
+        (Some((_, small)), Some(original), false) => Some((small, original)),
+        _ => None,
+    };
+
+    let guided = request.cfg_scale > 1.0;
+    let total = steps - start;
+    for (done, step) in (start..steps).enumerate() {
+        let model_in = if guided {
+            Tensor::cat(&[&latents, &latents], 0)?
+        } else {
+            latents.clone()
+        };
+        let mut model_in = scheduler.scale_model_input(&model_in, step)?;
+        if let Some(extra) = &extra {
+            let extra = if guided {
+                Tensor::cat(&[extra, extra], 0)?
+            } else {
+                extra.clone()
+            };
+            model_in = Tensor::cat(&[&model_in, &extra], 1)?;
+        }
+        let out = p.unet.forward(&model_in, timesteps[step], context)?;
+        let out = if guided {
+            let (uncond, cond) = (out.narrow(0, 0, 1)?, out.narrow(0, 1, 1)?);
+            (&uncond + ((cond - &uncond)? * request.cfg_scale)?)?
+        } else {
+            out
+        };
+        let step_noise = if scheduler.needs_noise() {
+            Some(noise.draw(shape, &p.device)?.to_dtype(p.dtype)?)
+        } else {
+            None
+        };
+        latents = scheduler.step(&out, step, &latents, step_noise.as_ref())?;
+        if let Some((small_mask, original)) = blend {
+            let proper = if step + 1 < steps {
+                scheduler.add_noise(original, &initial, step + 1)?
+            } else {
+                original.clone()
+            };
+            latents = ((proper.broadcast_mul(&(1.0 - small_mask)?))? + latents.broadcast_mul(small_mask)?)?;
+        }
+        progress(&Progress {
+            image: index,
+            images: request.batch_size,
+            step: done as u32 + 1,
+            steps: total as u32,
+            latents: &latents,
+        })?;
+    }
+    Ok(latents)
+}
+
+/// SD 1.x/2.x latents to RGB by the linear approximation the UIs use for live previews (one pixel per
+/// latent, no VAE): cheap enough to send every few steps.
+pub(super) fn preview(latents: &Tensor) -> Result<RgbImage> {
+    const FACTORS: [[f32; 3]; 4] = [
+        [0.3512, 0.2297, 0.3227],
+        [0.3250, 0.4974, 0.2350],
+        [-0.2829, 0.1762, 0.2721],
+        [-0.2120, -0.2616, -0.7177],
+    ];
+    let latents = latents.to_dtype(DType::F32)?;
+    let latents = if latents.rank() == 4 {
+        latents.get(0)?
+    } else {
+        latents
+    };
+    let (c, h, w) = latents.dims3()?;
+    let c = c.min(4);
+    let factors = Tensor::new(&FACTORS, latents.device())?.narrow(0, 0, c)?; // (c, 3)
+    let rgb = latents
+        .narrow(0, 0, c)?
+        .reshape((c, h * w))?
+        .t()?
+        .contiguous()?
+        .matmul(&factors.contiguous()?)? // (h*w, 3)
+        .t()?
+        .contiguous()?
+        .reshape((3, h, w))?;
+    crate::output::to_image(&rgb)
+}
