@@ -141,10 +141,10 @@ pub static BASES: &[&BaseSpec] = &[&crate::sd::BASE];
 /// Loads a model: the spec for the catalog's base, or the first that recognizes the files.
 pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn ImagePipeline>> {
     let path = source.path();
+    crate::loading::refuse_pickle(path)?;
     if !path.exists() {
         return Err(SdError::layout(path, "no such file or folder"));
     }
-    crate::loading::refuse_pickle(path)?;
     let (spec, base) = match options.base {
         Some(base) => {
             let spec = BASES
