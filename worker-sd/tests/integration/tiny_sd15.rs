@@ -382,3 +382,22 @@ fn an_unknown_catalog_id_says_how_to_add_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_separate_vae_replaces_the_models() {
+    let r = reference();
+    let mut options = LoadOptions::cpu("tiny-sd15");
+    options.vae = Some(dir().join("vae"));
+    let p = SdPipeline::new(Parts::from_diffusers(&dir(), &Device::Cpu).unwrap(), &options).unwrap();
+    assert_close(
+        "separate VAE decode",
+        &p.vae().decode_unscaled(&r["vae_latents"]).unwrap(),
+        &r["vae_decoded"],
+        TOL,
+    );
+    options.vae = Some(dir().join("no-such-vae.safetensors"));
+    let err = SdPipeline::new(Parts::from_diffusers(&dir(), &Device::Cpu).unwrap(), &options)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("no-such-vae.safetensors"), "{err}");
+}
