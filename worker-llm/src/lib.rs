@@ -9,6 +9,7 @@
 //! `worker-runtime` HTTP server with OpenAI-compatible routes.
 
 pub mod chat;
+pub mod cpu;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,166 @@
+//! Dot products of one quantized weight row with one quantized activation row.
+//!
+//! Candle's kernels serve every GGML type; this file adds SIMD ones where Candle has only a scalar
+//! loop. Q4_1 (the type of SmolLM2's and many small models' GGUF files) is one: its scalar dot made
+//! decode 0.63x llama.cpp. The AVX2 kernel follows ggml's `ggml_vec_dot_q4_1_q8_1`.
+
+use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_1, GgmlType};
+use half::f16;
+
+/// A GGML block type with the fastest dot product this build has for it.
+pub trait Kernel: GgmlType + 'static {
+    /// `n` weights of one row against one activation row, both quantized.
+    fn dot(n: usize, w: &[Self], a: &[Self::VecDotType]) -> f32 {
+        Self::vec_dot(n, w, a)
+    }
+}
+
+macro_rules! candle_kernels {
+    ($($t:ty),* $(,)?) => { $(impl Kernel for $t {})* };
+}
+
+use candle_core::quantized::k_quants as kq;
+candle_kernels!(
+    kq::BlockQ4_0,
+    kq::BlockQ5_0,
+    kq::BlockQ5_1,
+    kq::BlockQ8_0,
+    kq::BlockQ2K,
+    kq::BlockQ3K,
+    kq::BlockQ4K,
+    kq::BlockQ5K,
+    kq::BlockQ6K,
+    kq::BlockQ8K,
+    f32,
+    f16,
+);
+
+/// `BlockQ4_1`'s layout (`#[repr(C)]` in Candle, fields private to it), to read its fields.
+#[repr(C)]
+struct Q41 {
+    d: f16,
+    m: f16,
+    qs: [u8; 16],
+}
+
+/// `BlockQ8_1`'s layout: `s` is `d` times the sum of `qs`, which carries Q4_1's offset `m`.
+#[repr(C)]
+struct Q81 {
+    d: f16,
+    s: f16,
+    qs: [i8; 32],
+}
+
+const _: () = assert!(std::mem::size_of::<Q41>() == std::mem::size_of::<BlockQ4_1>());
+const _: () = assert!(std::mem::align_of::<Q41>() == std::mem::align_of::<BlockQ4_1>());
+const _: () = assert!(std::mem::size_of::<Q81>() == std::mem::size_of::<BlockQ8_1>());
+const _: () = assert!(std::mem::align_of::<Q81>() == std::mem::align_of::<BlockQ8_1>());
+
+impl Kernel for BlockQ4_1 {
+    fn dot(n: usize, w: &[Self], a: &[BlockQ8_1]) -> f32 {
+        let blocks = n / 32;
+        // SAFETY: Q41 and Q81 are field-for-field copies of Candle's #[repr(C)] blocks (sizes and
+        // alignments asserted above), and every bit pattern is a valid value of their fields.
+        let (w, a) = unsafe {
+            (
+                std::slice::from_raw_parts(w.as_ptr() as *const Q41, w.len().min(blocks)),
+                std::slice::from_raw_parts(a.as_ptr() as *const Q81, a.len().min(blocks)),
+            )
+        };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { q4_1_avx2(w, a) };
+        }
+        q4_1_scalar(w, a)
+    }
+}
+
+fn q4_1_scalar(w: &[Q41], a: &[Q81]) -> f32 {
+    w.iter()
+        .zip(a)
+        .map(|(w, a)| {
+            let sum: i32 = (0..16)
+                .map(|j| {
+                    let lo = (w.qs[j] & 0x0F) as i32;
+                    let hi = (w.qs[j] >> 4) as i32;
+                    lo * a.qs[j] as i32 + hi * a.qs[j + 16] as i32
+                })
+                .sum();
+            sum as f32 * w.d.to_f32() * a.d.to_f32() + w.m.to_f32() * a.s.to_f32()
+        })
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_avx2(w: &[Q41], a: &[Q81]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = _mm256_setzero_ps();
+    // Lane 1 accumulates m * s, Q4_1's offset times the activations' sum.
+    let mut offsets = _mm_setzero_ps();
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for (w, a) in w.iter().zip(a) {
+        // [w.d, w.m, a.d, a.s] as f32 in one conversion; then [w.d * a.d, w.m * a.s, ..].
+        let wdm = u32::from(w.d.to_bits()) | u32::from(w.m.to_bits()) << 16;
+        let ads = u32::from(a.d.to_bits()) | u32::from(a.s.to_bits()) << 16;
+        let scales = _mm_cvtph_ps(_mm_set_epi32(0, 0, ads as i32, wdm as i32));
+        let products = _mm_mul_ps(scales, _mm_movehl_ps(scales, scales));
+        offsets = _mm_add_ps(offsets, products);
+        let scale = _mm256_broadcastss_ps(products);
+        // 16 bytes of nibbles -> 32 bytes 0..15: low nibbles are elements 0..16, high ones 16..32.
+        // SAFETY: `qs` is 16 bytes and `a.qs` 32; unaligned loads.
+        let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr() as *const __m128i) };
+        let bytes = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+        let qw = _mm256_and_si256(bytes, low);
+        let qa = unsafe { _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i) };
+        // u8 x i8 pairs summed to i16 (no overflow: 15 * 127 * 2), then to i32, then to f32.
+        let pairs = _mm256_maddubs_epi16(qw, qa);
+        let sums = _mm256_madd_epi16(pairs, ones);
+        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc);
+    }
+    let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    let one = _mm_add_ss(quad, _mm_movehdup_ps(quad));
+    _mm_cvtss_f32(one) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random_row(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+    }
+
+    #[test]
+    fn q4_1_kernel_matches_candles_reference_dot() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for n in [64, 576, 1536] {
+            let mut w = vec![BlockQ4_1::zeros(); n / 32];
+            let mut a = vec![BlockQ8_1::zeros(); n / 32];
+            BlockQ4_1::from_float(&random_row(&mut rng, n), &mut w);
+            BlockQ8_1::from_float(&random_row(&mut rng, n), &mut a);
+            let ours = <BlockQ4_1 as Kernel>::dot(n, &w, &a);
+            let candle = BlockQ4_1::vec_dot_unopt(n, &w, &a);
+            assert!(
+                (ours - candle).abs() <= 1e-4 * candle.abs().max(1.0),
+                "n={n}: ours {ours}, candle {candle}"
+            );
+            // SAFETY: as in `dot`.
+            let (w41, a81) = unsafe {
+                (
+                    std::slice::from_raw_parts(w.as_ptr() as *const Q41, w.len()),
+                    std::slice::from_raw_parts(a.as_ptr() as *const Q81, a.len()),
+                )
+            };
+            let scalar = q4_1_scalar(w41, a81);
+            assert!((scalar - candle).abs() <= 1e-4 * candle.abs().max(1.0));
+        }
+    }
+}
