@@ -11,6 +11,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::k_quants::{self as kq, GgmlType};
 use half::f16;
 
+use super::SharedOut;
 use super::kernels::Kernel;
 use crate::error::{LlmError, Result};
 
@@ -62,12 +63,6 @@ impl<T: Kernel> Rows<T> {
         T::to_float(self.row(r), out);
     }
 }
-
-/// The output pointer, shared by the pool's workers, which write disjoint elements.
-struct SharedOut(*mut f32);
-// SAFETY: workers write disjoint elements (see `Rows::matmul`), and the pool returns before `out`'s
-// borrow ends.
-unsafe impl Sync for SharedOut {}
 
 macro_rules! matrices {
     ($($variant:ident => $block:ty),* $(,)?) => {

@@ -19,6 +19,12 @@ use std::fs::File;
 
 use crate::error::Result;
 
+/// An output buffer shared by the pool's workers, each writing elements no other touches.
+struct SharedOut(*mut f32);
+// SAFETY: every user writes disjoint elements from its work items, and Candle's pool returns before
+// the buffer's borrow ends.
+unsafe impl Sync for SharedOut {}
+
 /// Several GGUF tensors applied to the same input, stacked by rows (Q, K and V; gate and up): one
 /// matrix when their types agree, else one per type.
 pub struct Linear {

@@ -1,6 +1,8 @@
 //! The transformer's small operations on f32 rows: normalisation, rotary embedding, attention over the
 //! cache, the gated activation.
 
+use super::SharedOut;
+
 /// Scales `x` to unit root mean square and multiplies by `weight` (RMSNorm), into `out`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let mean_square = dot(x, x) / x.len() as f32;
@@ -146,11 +148,6 @@ pub fn attention(
         }
     });
 }
-
-/// The output pointer, shared by the pool's workers, which write disjoint heads.
-struct SharedOut(*mut f32);
-// SAFETY: see `attention`: disjoint writes, and the pool returns before `out`'s borrow ends.
-unsafe impl Sync for SharedOut {}
 
 #[cfg(test)]
 mod tests {
