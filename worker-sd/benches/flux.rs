@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(runs > 0 && steps > 0, "--runs and --steps must be at least 1");
     let device = Device::Cpu;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd/tiny-flux/dev");
-    let mut pipe = FluxPipeline::load_diffusers_folder(&dir, DType::F32, &device)?;
+    let pipe = FluxPipeline::load_diffusers_folder(&dir, DType::F32, &device)?;
     let (channels, h, w) = pipe.latent_shape(size, size)?;
     let t5_tokens = Tensor::new(&[[5u32, 17, 42, 8, 23, 1, 0, 0]], &device)?;
     let clip_tokens = Tensor::new(

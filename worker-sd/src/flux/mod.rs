@@ -5,8 +5,13 @@
 //! (HF repos) to them and strips the prefix single-file checkpoints carry. The transformer's shape comes
 //! from diffusers' `transformer/config.json` when there is one, else from the tensors themselves.
 
+mod base;
 pub mod pipeline;
+pub mod tokenizer;
+pub mod vae;
 pub mod weights;
+
+pub use base::{BASE, FluxImagePipeline};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -15,7 +20,6 @@ use candle_transformers::models::flux::model::{Config, Flux};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
-use weights::Layout;
 
 /// Why Flux weights could not be loaded or run; each names the file, tensor or field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -234,10 +238,7 @@ impl FluxTransformer {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let tensors = match weights::normalize(tensors)? {
-            (Layout::Original, tensors) => tensors,
-            (Layout::Diffusers, tensors) => weights::diffusers_to_original(tensors)?,
-        };
+        let tensors = weights::original_layout(tensors)?;
         let config = match config {
             Some(config) => config,
             None => TransformerConfig::infer(&tensors)?,
@@ -279,7 +280,7 @@ impl FluxTransformer {
 }
 
 /// Every tensor of a `.safetensors` file, refusing other formats by extension before reading.
-fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     if path.extension().is_none_or(|e| e != "safetensors") {
         return Err(FluxError::NotSafetensors(path.display().to_string()));
     }

@@ -1,52 +1,33 @@
-//! A whole Flux text-to-image run as diffusers' `FluxPipeline` does it: T5 states and the pooled CLIP
-//! vector from token ids, flow-matching Euler steps over packed latents, and the 16-channel VAE decode
-//! with Flux's shift and scale.
+//! A whole Flux run as diffusers' `FluxPipeline`, `FluxImg2ImgPipeline` and `FluxInpaintPipeline` do it:
+//! T5 states and the pooled CLIP vector from token ids, flow-matching Euler steps over packed latents
+//! (from noise, or from an image noised to the strength's step, with a mask blending the kept part back
+//! after each step), and the 16-channel VAE decode with Flux's shift and scale.
 //!
 //! Latents are "packed": each 2 × 2 patch of the (16, h, w) latent image becomes one token of 64 values,
 //! with position ids (0, row, column) for the transformer's rotary embedding.
 
-use super::{FluxError, FluxTransformer, Result};
+use super::vae::{FluxVae, VaeConfig};
+use super::{FluxError, FluxTransformer, Result, TransformerConfig};
 use crate::schedulers::{FlowMatchConfig, FlowMatchEuler, Scheduler};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig, ClipTextTransformer};
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use candle_transformers::models::t5::{self, T5EncoderModel};
 use serde::Deserialize;
 use std::path::Path;
+use std::sync::Mutex;
 
-/// The loaded parts of a Flux pipeline in diffusers' folder layout, ready to generate.
+/// The loaded parts of a Flux pipeline, ready to generate.
 pub struct FluxPipeline {
     clip: ClipTextTransformer,
-    t5: T5EncoderModel,
+    clip_length: usize,
+    // candle's T5 encoder takes `&mut self` to run; generations share the pipeline.
+    t5: Mutex<T5EncoderModel>,
     transformer: FluxTransformer,
-    vae: AutoEncoderKL,
-    vae_config: VaeConfig,
+    vae: FluxVae,
     scheduler: FlowMatchConfig,
     dtype: DType,
     device: Device,
-}
-
-/// The fields of diffusers' `vae/config.json` a Flux decode needs.
-#[derive(Debug, Clone, Deserialize)]
-struct VaeConfig {
-    in_channels: usize,
-    out_channels: usize,
-    block_out_channels: Vec<usize>,
-    layers_per_block: usize,
-    latent_channels: usize,
-    norm_num_groups: usize,
-    #[serde(default = "yes")]
-    use_quant_conv: bool,
-    #[serde(default = "yes")]
-    use_post_quant_conv: bool,
-    scaling_factor: f64,
-    #[serde(default)]
-    shift_factor: Option<f64>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// The fields of transformers' CLIP text `config.json` candle's text model takes.
@@ -80,20 +61,39 @@ pub struct FluxRequest<'a> {
     pub noise: &'a Tensor,
 }
 
+/// What img2img and inpainting start from, in the transformer's latent space.
+pub struct Init<'a> {
+    /// The init image's latents, packed (1 or b, tokens, 64).
+    pub latents: &'a Tensor,
+    /// How much is repainted, in (0, 1]: the noisiest `(1 - strength)` of the steps are skipped.
+    pub strength: f64,
+    /// Inpainting: packed like the latents, 1 where to repaint and 0 where to keep the init image.
+    pub mask: Option<&'a Tensor>,
+}
+
+/// The denoising part of a run: size, steps, guidance, the starting noise and, for img2img and
+/// inpainting, the image to start from.
+pub struct Denoise<'a> {
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Steps of the whole schedule (img2img runs the last ones).
+    pub steps: usize,
+    /// Guidance scale for dev-style transformers.
+    pub guidance: f64,
+    /// Unit Gaussian noise, packed (b, tokens, 64).
+    pub noise: &'a Tensor,
+    /// img2img or inpainting.
+    pub init: Option<Init<'a>>,
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| FluxError::Io {
         path: path.display().to_string(),
         source,
     })?;
     serde_json::from_str(&text).map_err(|e| FluxError::Config(format!("{}: {e}", path.display())))
-}
-
-fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-    Ok(VarBuilder::from_tensors(
-        super::read_safetensors(path, device)?,
-        dtype,
-        device,
-    ))
 }
 
 /// The one `.safetensors` file of a component folder (transformers' `model.safetensors`, diffusers'
@@ -106,9 +106,83 @@ fn weights_file(dir: &Path) -> Result<std::path::PathBuf> {
         .ok_or_else(|| FluxError::NotSafetensors(dir.display().to_string()))
 }
 
+fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    Ok(VarBuilder::from_tensors(
+        super::read_safetensors(path, device)?,
+        dtype,
+        device,
+    ))
+}
+
+/// FLUX.1-schnell's and FLUX.1-dev's `scheduler_config.json`, for a single-file transformer whose
+/// config folder is of the other kind.
+fn flux1_scheduler(guidance_embeds: bool) -> FlowMatchConfig {
+    if guidance_embeds {
+        FlowMatchConfig {
+            shift: 3.0,
+            use_dynamic_shifting: true,
+            ..FlowMatchConfig::default()
+        }
+    } else {
+        FlowMatchConfig::default()
+    }
+}
+
+/// The first step img2img runs for a strength, as diffusers' Flux pipelines compute it (no rounding of
+/// `steps · strength` before the subtraction, unlike SD's).
+pub fn first_step(steps: usize, strength: f64) -> usize {
+    let run = (steps as f64 * strength).min(steps as f64);
+    (steps as f64 - run).max(0.0) as usize
+}
+
 impl FluxPipeline {
     /// Loads `text_encoder/` (CLIP), `text_encoder_2/` (T5), `transformer/`, `vae/` and `scheduler/`.
     pub fn load_diffusers_folder(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let transformer = FluxTransformer::load_diffusers_folder(&dir.join("transformer"), dtype, device)?;
+        let scheduler = read_json(&dir.join("scheduler/scheduler_config.json"))?;
+        Self::with_transformer(dir, transformer, scheduler, dtype, device)
+    }
+
+    /// A single-file transformer (either layout, any prefix) with the text encoders, VAE and scheduler of
+    /// the diffusers folder `parts`. The transformer's shape is read from its tensors; only the rotary
+    /// split, which tensors cannot tell, comes from `parts/transformer/config.json` (FLUX.1's without
+    /// one). The folder's scheduler is used when its transformer is of the same kind (guidance or not),
+    /// else FLUX.1's config of the file's kind.
+    pub fn load_single_file(file: &Path, parts: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config_path = parts.join("transformer/config.json");
+        let folder_config = if config_path.is_file() {
+            Some(TransformerConfig::from_json(
+                &std::fs::read_to_string(&config_path).map_err(|source| FluxError::Io {
+                    path: config_path.display().to_string(),
+                    source,
+                })?,
+            )?)
+        } else {
+            None
+        };
+        let tensors = super::weights::original_layout(super::read_safetensors(file, device)?)?;
+        let config = match &folder_config {
+            Some(folder) => TransformerConfig::infer_with_axes(&tensors, &folder.axes_dims_rope)?,
+            None => TransformerConfig::infer(&tensors)?,
+        };
+        let scheduler = match &folder_config {
+            Some(folder) if folder.guidance_embeds == config.guidance_embeds => {
+                read_json(&parts.join("scheduler/scheduler_config.json"))?
+            }
+            _ => flux1_scheduler(config.guidance_embeds),
+        };
+        let transformer = FluxTransformer::from_tensors(tensors, Some(config), dtype, device)?;
+        Self::with_transformer(parts, transformer, scheduler, dtype, device)
+    }
+
+    /// The text encoders and VAE of the diffusers folder `dir` around a loaded transformer.
+    fn with_transformer(
+        dir: &Path,
+        transformer: FluxTransformer,
+        scheduler: FlowMatchConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let clip_config: ClipConfig = read_json(&dir.join("text_encoder/config.json"))?;
         if clip_config.hidden_act != "quick_gelu" {
             return Err(FluxError::Config(format!(
@@ -140,38 +214,49 @@ impl FluxPipeline {
         let t5_config: t5::Config = read_json(&dir.join("text_encoder_2/config.json"))?;
         let t5_vb = var_builder(&weights_file(&dir.join("text_encoder_2"))?, dtype, device)?;
         let t5 = T5EncoderModel::load(t5_vb, &t5_config)?;
-        let transformer = FluxTransformer::load_diffusers_folder(&dir.join("transformer"), dtype, device)?;
-        let vae_config: VaeConfig = read_json(&dir.join("vae/config.json"))?;
-        let vae = AutoEncoderKL::new(
-            var_builder(&weights_file(&dir.join("vae"))?, dtype, device)?,
-            vae_config.in_channels,
-            vae_config.out_channels,
-            AutoEncoderKLConfig {
-                block_out_channels: vae_config.block_out_channels.clone(),
-                layers_per_block: vae_config.layers_per_block,
-                latent_channels: vae_config.latent_channels,
-                norm_num_groups: vae_config.norm_num_groups,
-                use_quant_conv: vae_config.use_quant_conv,
-                use_post_quant_conv: vae_config.use_post_quant_conv,
-            },
-        )?;
-        let scheduler_path = dir.join("scheduler/scheduler_config.json");
-        let scheduler = read_json(&scheduler_path)?;
+        let vae = Self::load_vae(&dir.join("vae"), dtype, device)?;
         Ok(FluxPipeline {
             clip,
-            t5,
+            clip_length: clip_config.max_position_embeddings,
+            t5: Mutex::new(t5),
             transformer,
             vae,
-            vae_config,
             scheduler,
             dtype,
             device: device.clone(),
         })
     }
 
-    /// Pixels per latent cell: 2 to the number of VAE down blocks minus one (8 for FLUX.1).
+    /// A diffusers `vae/` folder (`config.json` and the weights).
+    pub fn load_vae(dir: &Path, dtype: DType, device: &Device) -> Result<FluxVae> {
+        let config: VaeConfig = read_json(&dir.join("config.json"))?;
+        let tensors = super::read_safetensors(&weights_file(dir)?, device)?;
+        FluxVae::new(tensors, &config, dtype, device)
+    }
+
+    /// Replaces the VAE (a separate VAE named per worker).
+    pub fn set_vae(&mut self, vae: FluxVae) {
+        self.vae = vae;
+    }
+
+    /// The VAE, for img2img's encoding and for checks.
+    pub fn vae(&self) -> &FluxVae {
+        &self.vae
+    }
+
+    /// The transformer, e.g. to ask whether it takes a guidance scale.
+    pub fn transformer(&self) -> &FluxTransformer {
+        &self.transformer
+    }
+
+    /// The CLIP token row length (77 for FLUX.1).
+    pub fn clip_length(&self) -> usize {
+        self.clip_length
+    }
+
+    /// Pixels per latent cell (8 for FLUX.1).
     pub fn vae_scale_factor(&self) -> usize {
-        1 << (self.vae_config.block_out_channels.len() - 1)
+        self.vae.config().scale()
     }
 
     /// The latent image's (channels, height, width) for a size in pixels; refuses sizes that do not pack.
@@ -183,12 +268,16 @@ impl FluxPipeline {
             )));
         }
         let f = self.vae_scale_factor();
-        Ok((self.vae_config.latent_channels, height / f, width / f))
+        Ok((self.vae.config().latent_channels, height / f, width / f))
     }
 
     /// T5 states (1, m, d) and the pooled CLIP vector (1, d) of a prompt's token ids.
-    pub fn encode_prompt(&mut self, t5_tokens: &Tensor, clip_tokens: &Tensor) -> Result<(Tensor, Tensor)> {
-        let t5 = self.t5.forward(t5_tokens)?;
+    pub fn encode_prompt(&self, t5_tokens: &Tensor, clip_tokens: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t5 = self
+            .t5
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .forward(t5_tokens)?;
         let pooled = self.clip.forward(clip_tokens)?;
         Ok((t5, pooled))
     }
@@ -207,60 +296,134 @@ impl FluxPipeline {
         guidance: f64,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
-        let (channels, h, w) = self.latent_shape(height, width)?;
-        let batch = noise.dim(0)?;
+        let job = Denoise {
+            height,
+            width,
+            steps,
+            guidance,
+            noise,
+            init: None,
+        };
+        self.run(t5_states, pooled, &job, &mut |done, total, _| {
+            on_step(done, total);
+            Ok::<(), FluxError>(())
+        })
+    }
+
+    /// The denoising loop of txt2img, img2img and inpainting. `on_step(done, total, packed latents)` runs
+    /// after each step; its error (a cancellation) stops the loop.
+    pub fn run<E: From<FluxError>>(
+        &self,
+        t5_states: &Tensor,
+        pooled: &Tensor,
+        job: &Denoise<'_>,
+        on_step: &mut dyn FnMut(usize, usize, &Tensor) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Tensor, E> {
+        let (channels, h, w) = self.latent_shape(job.height, job.width)?;
+        let noise = job.noise;
+        let batch = noise.dim(0).map_err(FluxError::from)?;
         let expected = [batch, (h / 2) * (w / 2), channels * 4];
         if noise.dims() != expected {
             return Err(FluxError::Size(format!(
-                "noise of shape {:?} for a {width}x{height} image; expected {expected:?}",
-                noise.dims()
-            )));
+                "noise of shape {:?} for a {}x{} image; expected {expected:?}",
+                noise.dims(),
+                job.width,
+                job.height
+            ))
+            .into());
         }
-        let img_ids = img_ids(h / 2, w / 2, &self.device)?
-            .to_dtype(self.dtype)?
-            .unsqueeze(0)?
-            .repeat((batch, 1, 1))?;
-        let txt = t5_states
-            .repeat((batch / t5_states.dim(0)?, 1, 1))?
-            .to_dtype(self.dtype)?;
-        let txt_ids = Tensor::zeros((batch, txt.dim(1)?, 3), self.dtype, &self.device)?;
-        let vec = pooled.repeat((batch / pooled.dim(0)?, 1))?.to_dtype(self.dtype)?;
-        let guidance = Tensor::full(guidance as f32, batch, &self.device)?.to_dtype(self.dtype)?;
-        let mut scheduler = FlowMatchEuler::new(&self.scheduler, steps, expected[1])?;
+        let dt = self.dtype;
+        let tensors = || -> Result<_> {
+            let img_ids = img_ids(h / 2, w / 2, &self.device)?
+                .to_dtype(dt)?
+                .unsqueeze(0)?
+                .repeat((batch, 1, 1))?;
+            let txt = t5_states
+                .repeat((batch / t5_states.dim(0)?, 1, 1))?
+                .to_dtype(dt)?;
+            let txt_ids = Tensor::zeros((batch, txt.dim(1)?, 3), dt, &self.device)?;
+            let vec = pooled.repeat((batch / pooled.dim(0)?, 1))?.to_dtype(dt)?;
+            let guidance = Tensor::full(job.guidance as f32, batch, &self.device)?.to_dtype(dt)?;
+            Ok((img_ids, txt, txt_ids, vec, guidance, noise.to_dtype(dt)?))
+        };
+        let (img_ids, txt, txt_ids, vec, guidance, noise) = tensors()?;
+        let mut scheduler =
+            FlowMatchEuler::new(&self.scheduler, job.steps, expected[1]).map_err(FluxError::from)?;
         let timesteps = scheduler.timesteps().to_vec();
-        let mut latents = noise.to_dtype(self.dtype)?;
-        for (i, t) in timesteps.iter().enumerate() {
-            // The transformer takes σ: FluxPipeline passes `timestep / 1000`.
-            let t = Tensor::full((t / 1000.0) as f32, batch, &self.device)?.to_dtype(self.dtype)?;
-            let velocity =
-                self.transformer
-                    .forward(&latents, &img_ids, &txt, &txt_ids, &t, &vec, Some(&guidance))?;
-            latents = scheduler.step(&velocity, i, &latents, None)?;
-            on_step(i + 1, timesteps.len());
+        let init = match &job.init {
+            Some(init) => {
+                let latents = init.latents.to_dtype(dt).map_err(FluxError::from)?;
+                let mask = init
+                    .mask
+                    .map(|m| m.to_dtype(dt))
+                    .transpose()
+                    .map_err(FluxError::from)?;
+                Some((latents, mask, first_step(job.steps, init.strength)))
+            }
+            None => None,
+        };
+        let start = init.as_ref().map_or(0, |(_, _, start)| *start);
+        scheduler.begin_at(start).map_err(FluxError::from)?;
+        let mut latents = match &init {
+            Some((image, _, start)) => scheduler
+                .add_noise(image, &noise, *start)
+                .map_err(FluxError::from)?,
+            None => noise.clone(),
+        };
+        let total = timesteps.len() - start;
+        for step in start..timesteps.len() {
+            let mut advance = || -> Result<Tensor> {
+                // The transformer takes σ: FluxPipeline passes `timestep / 1000`.
+                let t = Tensor::full((timesteps[step] / 1000.0) as f32, batch, &self.device)?.to_dtype(dt)?;
+                let velocity = self.transformer.forward(
+                    &latents,
+                    &img_ids,
+                    &txt,
+                    &txt_ids,
+                    &t,
+                    &vec,
+                    Some(&guidance),
+                )?;
+                let mut next = scheduler.step(&velocity, step, &latents, None)?;
+                if let Some((image, Some(mask), _)) = &init {
+                    // Outside the mask, the init image noised to the next step's level (clean at the end).
+                    let kept = if step + 1 < timesteps.len() {
+                        scheduler.add_noise(image, &noise, step + 1)?
+                    } else {
+                        image.clone()
+                    };
+                    next = (kept.broadcast_mul(&(1.0 - mask)?)? + next.broadcast_mul(mask)?)?;
+                }
+                Ok(next)
+            };
+            latents = advance()?;
+            on_step(step - start + 1, total, &latents)?;
         }
         Ok(latents)
     }
 
     /// Decodes packed latents to an image (b, 3, height, width) with values in [0, 1].
     pub fn decode(&self, packed: &Tensor, height: usize, width: usize) -> Result<Tensor> {
+        let image = self.decode_signed(packed, height, width)?;
+        Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
+    }
+
+    /// Decodes packed latents to an image (b, 3, height, width) in about [-1, 1], as the VAE gives it.
+    pub fn decode_signed(&self, packed: &Tensor, height: usize, width: usize) -> Result<Tensor> {
         let (_, h, w) = self.latent_shape(height, width)?;
-        let latents = unpack(packed, h, w)?;
-        let latents =
-            ((latents / self.vae_config.scaling_factor)? + self.vae_config.shift_factor.unwrap_or(0.0))?;
-        let image = self.vae_decode_raw(&latents)?;
-        Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_dtype(DType::F32)?)
+        self.vae.decode(&unpack(packed, h, w)?)
     }
 
     /// The VAE alone on latents already unscaled and unshifted, giving pixels in about [-1, 1]; for
-    /// previews and checks.
+    /// checks against diffusers' `vae.decode`.
     pub fn vae_decode_raw(&self, latents: &Tensor) -> Result<Tensor> {
-        Ok(self.vae.decode(&latents.to_dtype(self.dtype)?)?)
+        self.vae.decode_raw(latents)
     }
 
-    /// The whole run: encode, denoise, decode. Returns the packed final latents and the image
-    /// (b, 3, height, width) in [0, 1].
+    /// The whole txt2img run from token ids: encode, denoise, decode. Returns the packed final latents and
+    /// the image (b, 3, height, width) in [0, 1].
     pub fn generate(
-        &mut self,
+        &self,
         request: &FluxRequest,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<(Tensor, Tensor)> {

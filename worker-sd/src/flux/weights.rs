@@ -49,6 +49,42 @@ pub fn normalize(tensors: HashMap<String, Tensor>) -> Result<(Layout, HashMap<St
     }
 }
 
+/// The tensors in the original layout candle reads, whichever layout and prefix they came in.
+pub fn original_layout(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    match normalize(tensors)? {
+        (Layout::Original, tensors) => Ok(tensors),
+        (Layout::Diffusers, tensors) => diffusers_to_original(tensors),
+    }
+}
+
+/// Whether tensor names are a Flux transformer's (either layout, any single-file prefix), so a
+/// checkpoint can be recognized from its safetensors header alone.
+pub fn names_are_flux<'a>(names: impl IntoIterator<Item = &'a str>) -> bool {
+    names.into_iter().any(|name| {
+        let name = PREFIXES.iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
+        name.starts_with("double_blocks.0.img_attn.qkv.")
+            || name.starts_with("single_transformer_blocks.0.proj_mlp.")
+    })
+}
+
+/// The tensor names in a safetensors header, without reading the tensors; `None` when the file is not
+/// safetensors.
+pub fn safetensors_names(path: &std::path::Path) -> Option<Vec<String>> {
+    use std::io::Read;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    // Headers of the largest checkpoints are a few MB; more is not safetensors.
+    if len > 100 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; len];
+    file.read_exact(&mut header).ok()?;
+    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header).ok()?;
+    Some(header.into_keys().filter(|k| k != "__metadata__").collect())
+}
+
 /// Tensors moved from diffusers' names to the original ones, with a clear error naming the first missing.
 struct Renamer {
     src: HashMap<String, Tensor>,

@@ -155,6 +155,14 @@ impl Scheduler for FlowMatchEuler {
         let dt = self.sigmas[step + 1] - self.sigmas[step];
         Ok((sample + (model_output * dt)?)?)
     }
+
+    /// The flow's forward process, diffusers' `scale_noise`: a straight line from the image (σ = 0) to
+    /// the noise (σ = 1), `σ · noise + (1 - σ) · x`.
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, step: usize) -> Result<Tensor> {
+        check_step(step, self.timesteps.len())?;
+        let sigma = self.sigmas[step];
+        Ok(((noise * sigma)? + (original * (1.0 - sigma))?)?)
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +177,19 @@ mod tests {
             matches!(err, SchedulerError::Prediction { scheduler: NAME, prediction: PredictionType::Epsilon }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn add_noise_is_a_straight_line_from_image_to_noise() {
+        let device = candle_core::Device::Cpu;
+        let s = FlowMatchEuler::new(&FlowMatchConfig::default(), 4, 16).unwrap();
+        let x = Tensor::new(&[2.0f32, -2.0], &device).unwrap();
+        let noise = Tensor::new(&[1.0f32, 1.0], &device).unwrap();
+        // σ = 1 at step 0 gives the noise; σ = 0.5 at step 2 the midpoint.
+        let at = |step| s.add_noise(&x, &noise, step).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(at(0), vec![1.0, 1.0]);
+        assert_eq!(at(2), vec![1.5, -0.5]);
+        assert!(s.add_noise(&x, &noise, 4).is_err());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Flux against diffusers on the tiny random models of `scripts/reference/sd_flux.py`
 //! (tests/fixtures/sd/tiny-flux/): the flow-matching schedule, one transformer call from each weight layout,
-//! the text encoders and VAE, and a whole 4-step FLUX.1-dev-shaped generation from the same noise.
+//! the text encoders and VAE, and a whole 4-step FLUX.1-dev-shaped generation from the same noise; `seam`
+//! goes from prompts to pictures through the worker's pipeline seam (txt2img, img2img, inpainting).
 //!
 //! Tolerances: sigmas and timesteps within 1e-6 relative (diffusers rounds them to f32); single model
 //! calls within 1e-4 absolute on values of order 1 (f32 on both sides, different summation order); the
 //! whole generation within 5e-4.
+
+mod seam;
 
 use crate::max_diff;
 use candle_core::{DType, Device, Tensor};
@@ -20,11 +23,11 @@ const OUT_TOL: f32 = 1e-4;
 /// Absolute tolerance on a whole 4-step generation, where call errors add up.
 const GEN_TOL: f32 = 5e-4;
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd/tiny-flux")
 }
 
-fn reference() -> HashMap<String, Tensor> {
+pub(crate) fn reference() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixtures().join("reference.safetensors"), &Device::Cpu).unwrap()
 }
 
@@ -202,7 +205,7 @@ fn bad_flux_weights_are_refused_by_name() {
 #[test]
 fn whole_dev_generation_matches_flux_pipeline() {
     let r = reference();
-    let mut pipe =
+    let pipe =
         FluxPipeline::load_diffusers_folder(&fixtures().join("dev"), DType::F32, &Device::Cpu).unwrap();
     let to_u32 = |t: &Tensor| t.to_dtype(DType::U32).unwrap();
     let (t5, pooled) = pipe
@@ -223,8 +226,8 @@ fn whole_dev_generation_matches_flux_pipeline() {
     let request = FluxRequest {
         t5_tokens: &to_u32(&r["t5_tokens"]),
         clip_tokens: &to_u32(&r["clip_tokens"]),
-        height: 16,
-        width: 16,
+        height: 64,
+        width: 64,
         steps: 4,
         guidance: 3.5,
         noise: &r["gen_noise"],
@@ -248,12 +251,12 @@ fn whole_dev_generation_matches_flux_pipeline() {
 fn sizes_that_do_not_pack_are_refused() {
     let pipe =
         FluxPipeline::load_diffusers_folder(&fixtures().join("dev"), DType::F32, &Device::Cpu).unwrap();
-    // The tiny VAE halves the size, and packing halves it again: multiples of 4.
-    assert_eq!(pipe.latent_shape(16, 8).unwrap(), (16, 8, 4));
-    for (h, w) in [(18, 16), (16, 0)] {
+    // The tiny VAE has FLUX.1's 8x scale, and packing halves it again: multiples of 16.
+    assert_eq!(pipe.latent_shape(64, 32).unwrap(), (16, 8, 4));
+    for (h, w) in [(72, 64), (64, 0)] {
         let err = pipe.latent_shape(h, w).err().unwrap();
         assert!(
-            matches!(&err, FluxError::Size(m) if m.contains("multiples of 4")),
+            matches!(&err, FluxError::Size(m) if m.contains("multiples of 16")),
             "{err}"
         );
     }
