@@ -56,7 +56,7 @@ impl ModelArgs {
         options.dtype = default_dtype(&device);
         options.device = device.clone();
         options.vae = self.vae.clone();
-        let (source, options) = match (&self.model, &self.model_path) {
+        let (mut source, options) = match (&self.model, &self.model_path) {
             (Some(id), _) => {
                 let id: CatalogId = id
                     .parse()
@@ -79,6 +79,12 @@ impl ModelArgs {
             ),
             (None, None) => anyhow::bail!("give --model ID or --model-path PATH"),
         };
+        // A catalog's single file (a Flux transformer) takes `--config-folder` as a path's does.
+        if let ModelSource::SingleFile { config, .. } = &mut source
+            && config.is_none()
+        {
+            config.clone_from(&self.config_folder);
+        }
         let name = options.model_name.clone();
         let bytes = worker_sd::loading::weights_size(source.path());
         let pipeline =

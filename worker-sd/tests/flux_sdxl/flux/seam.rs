@@ -323,3 +323,42 @@ fn worker_sd_generate_writes_a_flux_png() {
         "parameters chunk missing"
     );
 }
+
+#[test]
+fn dev_single_file_without_prefix_uses_the_folders_scheduler_and_matches() {
+    // The dev transformer written as CivitAI ships Flux fine-tunes: one file, BFL names, no prefix.
+    let r = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = candle_core::safetensors::load(
+        fixtures().join("dev/transformer/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let tensors = worker_sd::flux::weights::original_layout(tensors).unwrap();
+    assert!(tensors.contains_key("double_blocks.1.img_attn.qkv.weight"));
+    let path = dir.path().join("flux-dev-finetune.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let source = ModelSource::SingleFile {
+        path,
+        config: Some(fixtures().join("dev")),
+    };
+    // Detected from the header alone, then loaded with the folder's text encoders, VAE and scheduler.
+    let pipe = load(&source);
+    assert_eq!(pipe.info().defaults.steps, 28);
+    let mut req = request(&prompt());
+    req.cfg_scale = Some(3.5);
+    let (image, _) = generate_one(pipe.as_ref(), req, &r["t2i_noise"]).unwrap();
+    let diff = image_diff(&image, &r["t2i_image"]);
+    assert!(diff <= IMAGE_TOL, "max |worker-sd - diffusers| = {diff}");
+}
+
+#[test]
+fn a_separate_vae_must_be_a_diffusers_folder() {
+    let mut options = LoadOptions::cpu("tiny-flux");
+    options.vae = Some(fixtures().join("dev/vae"));
+    let pipe = worker_sd::pipeline::load(&dev_source(), &options).unwrap();
+    assert_eq!(pipe.info().base, ImageBase::Flux);
+    options.vae = Some(fixtures().join("dev/vae/diffusion_pytorch_model.safetensors"));
+    let err = worker_sd::pipeline::load(&dev_source(), &options).err().unwrap();
+    assert!(err.to_string().contains("diffusers vae/ folder"), "{err}");
+}
