@@ -136,7 +136,7 @@ pub struct BaseSpec {
 }
 
 /// Every base this worker loads; SDXL and Flux add a line each.
-pub static BASES: &[&BaseSpec] = &[&crate::sd::BASE, &crate::flux::BASE];
+pub static BASES: &[&BaseSpec] = &[&crate::sd::BASE, &crate::sdxl::BASE, &crate::flux::BASE];
 
 /// Loads a model: the spec for the catalog's base, or the first that recognizes the files.
 pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn ImagePipeline>> {

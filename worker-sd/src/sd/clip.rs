@@ -38,6 +38,9 @@ pub struct ClipConfig {
     /// The end-of-text token, the default padding.
     #[serde(default)]
     pub eos_token_id: Option<u32>,
+    /// Width of `text_projection` (SDXL's second encoder), when the model has one.
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
 }
 
 fn quick_gelu() -> String {
@@ -65,6 +68,7 @@ pub struct ClipTextEncoder {
     position_embedding: Embedding,
     layers: Vec<Layer>,
     final_layer_norm: LayerNorm,
+    text_projection: Option<Linear>,
     config: ClipConfig,
 }
 
@@ -91,6 +95,17 @@ impl ClipOutput {
 impl ClipTextEncoder {
     /// Builds the encoder from transformers' weights, prefixed by `text_model.` or not.
     pub fn new(vb: VarBuilder, config: &ClipConfig) -> candle_core::Result<Self> {
+        // `CLIPTextModelWithProjection` keeps its projection beside `text_model.`, without a bias.
+        let text_projection = if vb.contains_tensor("text_projection.weight") {
+            let out = config.projection_dim.unwrap_or(config.hidden_size);
+            Some(candle_nn::linear_no_bias(
+                config.hidden_size,
+                out,
+                vb.pp("text_projection"),
+            )?)
+        } else {
+            None
+        };
         let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
             vb.pp("text_model")
         } else {
@@ -123,6 +138,7 @@ impl ClipTextEncoder {
             position_embedding,
             layers,
             final_layer_norm,
+            text_projection,
             config: config.clone(),
         })
     }
@@ -130,6 +146,55 @@ impl ClipTextEncoder {
     /// The model's config, for the sequence length and padding token.
     pub fn config(&self) -> &ClipConfig {
         &self.config
+    }
+
+    /// The pooled output as transformers' `CLIPTextModelWithProjection` gives it (`text_embeds`): the
+    /// last hidden state at the end token, through `text_projection` when the model has one. The end
+    /// token is the first `eos_token_id`, or the largest id when the config says 2 (transformers'
+    /// legacy rule, which SDXL's configs trigger: the real end token has the largest id).
+    pub fn pooled(&self, tokens: &Tensor, output: &ClipOutput) -> candle_core::Result<Tensor> {
+        let rows = tokens.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let eos = self.config.eos_token_id.filter(|&id| id != 2);
+        let positions = rows
+            .iter()
+            .map(|row| {
+                let first_eos = eos.and_then(|eos| row.iter().position(|&id| id == eos));
+                // `argmax` takes the first of equal maxima, as torch's does.
+                let argmax = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &id)| if id > row[best] { i } else { best });
+                first_eos.unwrap_or(if eos.is_some() { 0 } else { argmax }) as u32
+            })
+            .collect::<Vec<_>>();
+        let index = Tensor::new(positions.as_slice(), tokens.device())?;
+        let hidden = &output.last_hidden_state;
+        let (batch, _, width) = hidden.dims3()?;
+        let pooled = hidden
+            .gather(
+                &index
+                    .reshape((batch, 1, 1))?
+                    .broadcast_as((batch, 1, width))?
+                    .contiguous()?,
+                1,
+            )?
+            .squeeze(1)?;
+        match &self.text_projection {
+            Some(projection) => projection.forward(&pooled),
+            None => Ok(pooled),
+        }
+    }
+
+    /// The conditioning SDXL takes from this encoder: the hidden state `clip_skip` layers before the
+    /// last, without the final layer norm (diffusers' `hidden_states[-(clip_skip + 2)]`, where the UIs'
+    /// clip skip 1 is diffusers' `None`, the penultimate layer).
+    pub fn sdxl_states(&self, output: &ClipOutput, clip_skip: usize) -> candle_core::Result<Tensor> {
+        let layers = output.hidden_states.len();
+        let back = clip_skip.max(1) + 1;
+        if back > layers {
+            candle_core::bail!("clip skip {clip_skip} is too deep for a {layers}-layer text encoder");
+        }
+        Ok(output.hidden_states[layers - back].clone())
     }
 
     /// Encodes a `(batch, seq)` tensor of token ids (u32 or i64).

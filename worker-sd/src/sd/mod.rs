@@ -4,6 +4,7 @@
 
 pub mod clip;
 mod denoise;
+pub mod open_clip;
 pub mod single_file;
 pub mod tokenizer;
 pub mod unet;
@@ -63,7 +64,7 @@ fn detect(source: &ModelSource) -> Option<ImageBase> {
 }
 
 /// The tensor names in a safetensors header, without reading the tensors.
-fn tensor_names(path: &Path) -> Option<Vec<String>> {
+pub(crate) fn tensor_names(path: &Path) -> Option<Vec<String>> {
     use std::io::Read;
     let mut len = [0u8; 8];
     let mut reader = std::io::BufReader::new(std::fs::File::open(path).ok()?);
@@ -137,53 +138,63 @@ impl Parts {
         device: &Device,
     ) -> Result<Self> {
         let tensors = load_tensors(path, device)?;
-        match single_file::layout(tensors.keys().map(String::as_str)) {
-            single_file::Layout::Sd1 => {}
-            single_file::Layout::Sd2 => {
+        let sd2 = match single_file::layout(tensors.keys().map(String::as_str)) {
+            single_file::Layout::Sd1 => false,
+            single_file::Layout::Sd2 => true,
+            single_file::Layout::Other => {
                 return Err(SdError::layout(
                     path,
-                    "SD 2.x single-file checkpoints (OpenCLIP text encoder) are not supported yet; \
-                     use the diffusers folder of the model",
+                    "not an SD 1.x or 2.x single-file checkpoint",
                 ));
             }
-            single_file::Layout::Other => {
-                return Err(SdError::layout(path, "not an SD 1.x single-file checkpoint"));
-            }
-        }
+        };
         let (text_config, unet_config, vae_config, scheduler, tokenizer) = match config {
             Some(folder) => {
                 let scheduler_path = folder.join("scheduler/scheduler_config.json");
                 let scheduler =
                     std::fs::read_to_string(&scheduler_path).map_err(|e| SdError::io(&scheduler_path, e))?;
                 (
-                    read_config(&folder.join("text_encoder/config.json"))?,
+                    Some(read_config(&folder.join("text_encoder/config.json"))?),
                     read_config(&folder.join("unet/config.json"))?,
                     read_config(&folder.join("vae/config.json"))?,
                     SchedulerConfig::from_json(&scheduler)?,
                     Some(folder.join("tokenizer")).filter(|p| p.is_dir()),
                 )
             }
-            None => {
-                if base == Some(ImageBase::Sd2) {
-                    return Err(SdError::layout(
-                        path,
-                        "SD 2.x single-file checkpoints need a config folder",
-                    ));
-                }
-                (
-                    sd15_clip(),
-                    UnetConfig::sd15(),
-                    VaeConfig::sd(),
-                    SchedulerConfig {
-                        steps_offset: 1,
-                        ..SchedulerConfig::default()
+            // SD 2.x's text config is read off its OpenCLIP tensors below.
+            None => (
+                (!sd2).then(sd15_clip),
+                if sd2 {
+                    UnetConfig::sd21()
+                } else {
+                    UnetConfig::sd15()
+                },
+                VaeConfig::sd(),
+                SchedulerConfig {
+                    steps_offset: 1,
+                    prediction_type: match base {
+                        Some(ImageBase::Sd2) => artifacts_contract::PredictionType::VPrediction,
+                        _ => artifacts_contract::PredictionType::Epsilon,
                     },
-                    None,
-                )
-            }
+                    ..SchedulerConfig::default()
+                },
+                None,
+            ),
         };
         let mut unet_config: UnetConfig = unet_config;
-        let parts = single_file::split(tensors, &unet_config, &vae_config);
+        let parts = single_file::split(tensors, &unet_config, &vae_config)?;
+        let text_config = match text_config {
+            Some(config) => config,
+            None => {
+                let mut config = open_clip::config_of(&parts.text_encoder).ok_or_else(|| {
+                    SdError::layout(path, "the OpenCLIP text encoder's tensors are incomplete")
+                })?;
+                // SD 2.x conditions on OpenCLIP ViT-H's penultimate layer (diffusers' converted encoder
+                // has 23 of the 24 layers).
+                config.num_hidden_layers = config.num_hidden_layers.saturating_sub(1).max(1);
+                config
+            }
+        };
         // Inpainting checkpoints say so only by their input convolution's 9 channels.
         if let Some(conv_in) = parts.unet.get("conv_in.weight") {
             unet_config.in_channels = conv_in.dim(1)?;
@@ -198,8 +209,8 @@ impl Parts {
     }
 }
 
-/// OpenAI CLIP ViT-L/14's text config (SD 1.x).
-fn sd15_clip() -> ClipConfig {
+/// OpenAI CLIP ViT-L/14's text config (SD 1.x, and SDXL's first encoder).
+pub(crate) fn sd15_clip() -> ClipConfig {
     ClipConfig {
         vocab_size: 49408,
         hidden_size: 768,
@@ -211,6 +222,7 @@ fn sd15_clip() -> ClipConfig {
         layer_norm_eps: 1e-5,
         pad_token_id: Some(49407),
         eos_token_id: Some(49407),
+        projection_dim: None,
     }
 }
 
@@ -315,7 +327,7 @@ impl SdPipeline {
 
 /// A VAE named apart from the model: a diffusers `vae/` folder or a `.safetensors` file (diffusers or
 /// original names; the SD VAE's built-in config).
-fn separate_vae(path: &Path, device: &Device) -> Result<(VaeConfig, HashMap<String, Tensor>)> {
+pub(crate) fn separate_vae(path: &Path, device: &Device) -> Result<(VaeConfig, HashMap<String, Tensor>)> {
     if path.is_dir() {
         return Ok((
             read_config(&path.join("config.json"))?,
@@ -332,7 +344,7 @@ fn separate_vae(path: &Path, device: &Device) -> Result<(VaeConfig, HashMap<Stri
         .map(|(k, v)| (format!("first_stage_model.{k}"), v))
         .collect::<HashMap<_, _>>();
     let dummy = UnetConfig::sd15();
-    Ok((config.clone(), single_file::split(prefixed, &dummy, &config).vae))
+    Ok((config.clone(), single_file::split(prefixed, &dummy, &config)?.vae))
 }
 
 impl ImagePipeline for SdPipeline {

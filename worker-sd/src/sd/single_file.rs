@@ -1,7 +1,10 @@
-//! Single-file SD 1.x checkpoints (CivitAI's layout, the original LDM names): `model.diffusion_model.*`,
-//! `first_stage_model.*` and `cond_stage_model.transformer.*` mapped to the diffusers names candle's
-//! models read. The mapping follows diffusers' `convert_ldm_unet_checkpoint` and
-//! `convert_ldm_vae_checkpoint`, derived from the configs so any block count and depth maps.
+//! Single-file checkpoints (CivitAI's layout, the original LDM and `sgm` names) mapped to the diffusers
+//! names the models read: `model.diffusion_model.*` (UNet, with SDXL's `label_emb`),
+//! `first_stage_model.*` (VAE), and the text encoders: `cond_stage_model.transformer.*` (SD 1.x),
+//! `cond_stage_model.model.*` (SD 2.x, OpenCLIP), `conditioner.embedders.0.transformer.*` and
+//! `conditioner.embedders.1.model.*` (SDXL's CLIP-L and OpenCLIP bigG). The mapping follows diffusers'
+//! `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint` and `convert_open_clip_checkpoint`,
+//! derived from the configs so any block count and depth maps.
 
 use std::collections::HashMap;
 
@@ -18,6 +21,32 @@ pub struct Components {
     pub vae: HashMap<String, Tensor>,
     /// CLIP text encoder tensors (transformers names).
     pub text_encoder: HashMap<String, Tensor>,
+    /// SDXL's second text encoder (OpenCLIP bigG), in transformers names; empty for SD 1.x/2.x.
+    pub text_encoder_2: HashMap<String, Tensor>,
+}
+
+/// What the UNet mapping needs to know of a UNet: its depth and which levels attend to the text.
+pub struct UnetLayout {
+    /// ResNet layers per level on the way down.
+    pub layers_per_block: usize,
+    /// Per level, whether its down block has attention (`CrossAttnDownBlock2D`).
+    pub attention: Vec<bool>,
+}
+
+impl From<&UnetConfig> for UnetLayout {
+    fn from(config: &UnetConfig) -> Self {
+        UnetLayout {
+            layers_per_block: config.layers_per_block,
+            attention: (0..config.block_out_channels.len())
+                .map(|i| {
+                    config
+                        .down_block_types
+                        .get(i)
+                        .is_some_and(|t| t.starts_with("CrossAttn"))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Which single-file layout the tensor names show.
@@ -27,7 +56,7 @@ pub enum Layout {
     Sd1,
     /// SD 2.x: OpenCLIP under `cond_stage_model.model.`.
     Sd2,
-    /// Something else (SDXL's `conditioner.embedders.`, Flux...).
+    /// Something else (SDXL's `conditioner.embedders.`, Flux...): see [`is_sdxl`].
     Other,
 }
 
@@ -48,16 +77,41 @@ pub fn layout<'a>(mut names: impl Iterator<Item = &'a str>) -> Layout {
     if unet { layout } else { Layout::Other }
 }
 
+/// Whether the tensor names are an SDXL single file (a UNet and `sgm`'s two text embedders).
+pub fn is_sdxl<'a>(names: impl Iterator<Item = &'a str>) -> bool {
+    let (mut unet, mut embedder) = (false, false);
+    for name in names {
+        unet |= name.starts_with("model.diffusion_model.input_blocks.");
+        embedder |= name.starts_with("conditioner.embedders.1.model.");
+    }
+    unet && embedder
+}
+
+/// Splits and renames an SD 1.x/2.x single-file checkpoint's tensors (see [`split_layout`]).
+pub fn split(
+    tensors: HashMap<String, Tensor>,
+    unet: &UnetConfig,
+    vae: &VaeConfig,
+) -> candle_core::Result<Components> {
+    split_layout(tensors, &UnetLayout::from(unet), vae)
+}
+
 /// Splits and renames a single-file checkpoint's tensors. Unknown names (EMA copies, training state)
 /// are dropped.
-pub fn split(tensors: HashMap<String, Tensor>, unet: &UnetConfig, vae: &VaeConfig) -> Components {
+pub fn split_layout(
+    tensors: HashMap<String, Tensor>,
+    unet: &UnetLayout,
+    vae: &VaeConfig,
+) -> candle_core::Result<Components> {
     let unet_map = unet_prefixes(unet);
     let vae_map = vae_prefixes(vae);
     let mut out = Components {
         unet: HashMap::new(),
         vae: HashMap::new(),
         text_encoder: HashMap::new(),
+        text_encoder_2: HashMap::new(),
     };
+    let (mut open_clip, mut open_clip_2) = (HashMap::new(), HashMap::new());
     for (name, tensor) in tensors {
         if let Some(rest) = name.strip_prefix("model.diffusion_model.") {
             if let Some(new) = rename(rest, &unet_map, unet_inner) {
@@ -66,13 +120,24 @@ pub fn split(tensors: HashMap<String, Tensor>, unet: &UnetConfig, vae: &VaeConfi
         } else if let Some(rest) = name.strip_prefix("first_stage_model.") {
             let new = rename(rest, &vae_map, vae_inner).unwrap_or_else(|| rest.to_string());
             out.vae.insert(new, tensor);
-        } else if let Some(rest) = name.strip_prefix("cond_stage_model.transformer.") {
+        } else if let Some(rest) = name
+            .strip_prefix("cond_stage_model.transformer.")
+            .or_else(|| name.strip_prefix("conditioner.embedders.0.transformer."))
+        {
             // transformers 5 names drop `text_model.`; the encoder reads either.
             let rest = rest.strip_prefix("text_model.").unwrap_or(rest);
             out.text_encoder.insert(rest.to_string(), tensor);
+        } else if let Some(rest) = name.strip_prefix("cond_stage_model.model.") {
+            open_clip.insert(rest.to_string(), tensor);
+        } else if let Some(rest) = name.strip_prefix("conditioner.embedders.1.model.") {
+            open_clip_2.insert(rest.to_string(), tensor);
         }
     }
-    out
+    if !open_clip.is_empty() {
+        out.text_encoder = super::open_clip::to_transformers(open_clip)?;
+    }
+    out.text_encoder_2 = super::open_clip::to_transformers(open_clip_2)?;
+    Ok(out)
 }
 
 /// `(original prefix, diffusers prefix, kind)`; `kind` picks the inner renaming.
@@ -133,21 +198,19 @@ fn vae_inner(rest: &str, kind: Inner) -> String {
     }
 }
 
-fn unet_prefixes(config: &UnetConfig) -> Prefixes {
+fn unet_prefixes(config: &UnetLayout) -> Prefixes {
     let p = |old: String, new: &str, kind| (old, new.to_string(), kind);
     let layers = config.layers_per_block;
-    let blocks = config.block_out_channels.len();
-    let attn = |i: usize| {
-        config
-            .down_block_types
-            .get(i)
-            .is_some_and(|t| t.starts_with("CrossAttn"))
-    };
+    let blocks = config.attention.len();
+    let attn = |i: usize| config.attention.get(i).copied().unwrap_or(false);
     // Up blocks mirror the down blocks: up block i has attention when down block (blocks-1-i) has.
     let up_attn = |i: usize| attn(blocks - 1 - i);
     let mut out = vec![
         p("time_embed.0.".into(), "time_embedding.linear_1.", Inner::None),
         p("time_embed.2.".into(), "time_embedding.linear_2.", Inner::None),
+        // SDXL's `text_time` embedding.
+        p("label_emb.0.0.".into(), "add_embedding.linear_1.", Inner::None),
+        p("label_emb.0.2.".into(), "add_embedding.linear_2.", Inner::None),
         p("input_blocks.0.0.".into(), "conv_in.", Inner::None),
         p("out.0.".into(), "conv_norm_out.", Inner::None),
         p("out.2.".into(), "conv_out.", Inner::None),

@@ -1,18 +1,40 @@
-//! SDXL (and SDXL Turbo): the UNet with SDXL's added `text_time` conditioning, loaded from diffusers'
-//! `unet/` folder and checked against diffusers on a tiny SDXL-shaped model.
+//! SDXL (and SDXL Turbo): two CLIP text encoders, the UNet with SDXL's added `text_time` conditioning
+//! and the VAE, from a diffusers folder or a single-file checkpoint; txt2img, img2img and inpainting
+//! (4-channel with mask blending, or a 9-channel inpainting UNet) with classifier-free guidance and any
+//! registered scheduler, checked against diffusers on a tiny random SDXL pipeline.
 //!
 //! SDXL conditions on the concatenated penultimate hidden states of two text encoders (CLIP ViT-L, 768 wide,
 //! and OpenCLIP bigG, 1280 wide, giving 2048) plus the second encoder's projected pooled output and six
 //! size/crop ids, which [`unet::Unet`] adds to the timestep embedding. SDXL Turbo is the same network
 //! distilled for 1 to 4 steps without classifier-free guidance (CFG 0, Euler a with trailing timesteps):
-//! only the defaults differ, which the catalog entry's `SamplingDefaults` carry.
+//! only the defaults and the schedule differ, which the catalog entry's `ImageConfig` and the model's
+//! `scheduler/scheduler_config.json` carry.
 
+pub mod parts;
 pub mod pipeline;
+pub mod text;
 pub mod unet;
 
-use candle_core::{DType, Device};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use artifacts_contract::{Distillation, ImageBase, ImageConfig};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use std::path::Path;
+use image::RgbImage;
+
+use crate::error::SdError;
+use crate::loading::read_config;
+use crate::noise::Noise;
+use crate::pipeline::{BaseSpec, ImagePipeline, LoadOptions, ModelSource, PipelineInfo, ProgressFn};
+use crate::request::ValidRequest;
+use crate::schedulers::{SchedulerConfig, TimestepSpacing};
+use crate::sd::clip::{ClipConfig, ClipTextEncoder};
+use crate::sd::tokenizer::ClipTokenizer;
+use crate::sd::vae::Vae;
+pub use parts::Parts;
+use pipeline::SdxlPrompt;
+use text::TextEncoders;
 use unet::{Unet, UnetConfig};
 
 /// Why SDXL weights could not be loaded or run; each names the file or field at fault.
@@ -37,28 +59,230 @@ pub enum SdxlError {
     Tensor(#[from] candle_core::Error),
 }
 
-/// Shorthand for SDXL results.
+/// Shorthand for SDXL model results.
 pub type Result<T> = std::result::Result<T, SdxlError>;
 
-/// Loads diffusers' `unet/` folder (`config.json` and `diffusion_pytorch_model.safetensors`), converting the
-/// weights to `dtype` (they may be stored in another, as the fp16 variants are).
-pub fn load_unet(dir: &Path, dtype: DType, device: &Device) -> Result<Unet> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read_to_string(&path).map_err(|source| SdxlError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+impl From<SdxlError> for SdError {
+    fn from(error: SdxlError) -> Self {
+        match error {
+            SdxlError::Io { path, source } => SdError::Io {
+                path: path.into(),
+                source,
+            },
+            SdxlError::Config(message) => SdError::layout(Path::new("unet/config.json"), message),
+            SdxlError::Scheduler(e) => SdError::Scheduler(e),
+            SdxlError::Tensor(e) => SdError::Tensor(e),
+        }
+    }
+}
+
+/// The registry entry of SDXL (SDXL Turbo and the SDXL lines, Pony and Illustrious, included).
+pub static BASE: BaseSpec = BaseSpec {
+    name: "Stable Diffusion XL",
+    bases: &[ImageBase::Sdxl],
+    detect,
+    load,
+};
+
+/// SDXL from a diffusers folder (a `text_time` UNet and a second text encoder) or a single file
+/// (`conditioner.embedders.1.*` beside the UNet).
+fn detect(source: &ModelSource) -> Option<ImageBase> {
+    match source {
+        ModelSource::Diffusers(folder) => {
+            let unet: UnetConfig = read_config(&folder.join("unet/config.json")).ok()?;
+            let sdxl = unet.addition_embed_type.as_deref() == Some("text_time")
+                && folder.join("text_encoder_2").is_dir();
+            sdxl.then_some(ImageBase::Sdxl)
+        }
+        ModelSource::SingleFile { path, .. } => {
+            let names = crate::sd::tensor_names(path)?;
+            crate::sd::single_file::is_sdxl(names.iter().map(String::as_str)).then_some(ImageBase::Sdxl)
+        }
+    }
+}
+
+fn load(source: &ModelSource, options: &LoadOptions) -> crate::Result<Box<dyn ImagePipeline>> {
+    let parts = match source {
+        ModelSource::Diffusers(folder) => Parts::from_diffusers(folder, &options.device)?,
+        ModelSource::SingleFile { path, config } => {
+            // A distilled entry (few steps, no guidance) runs on trailing timesteps.
+            let few_step = options
+                .defaults
+                .as_ref()
+                .is_some_and(|d| d.steps <= 8 && d.cfg_scale <= 2.0);
+            Parts::from_single_file(path, config.as_deref(), few_step, &options.device)?
+        }
     };
-    let config: UnetConfig = serde_json::from_str(&read("config.json")?)
-        .map_err(|e| SdxlError::Config(format!("unet/config.json: {e}")))?;
-    let weights = dir.join("diffusion_pytorch_model.safetensors");
-    let tensors = candle_core::safetensors::load(&weights, device).map_err(|e| match e {
-        candle_core::Error::Io(source) => SdxlError::Io {
-            path: weights.display().to_string(),
-            source,
-        },
-        e => SdxlError::Tensor(e),
-    })?;
-    Unet::new(VarBuilder::from_tensors(tensors, dtype, device), &config)
+    Ok(Box::new(SdxlPipeline::new(parts, options)?))
+}
+
+/// A loaded SDXL pipeline.
+pub struct SdxlPipeline {
+    text: TextEncoders,
+    unet: Unet,
+    unet_in_channels: usize,
+    vae: Vae,
+    vae_dtype: DType,
+    scheduler: SchedulerConfig,
+    info: PipelineInfo,
+    device: Device,
+    dtype: DType,
+}
+
+impl SdxlPipeline {
+    /// Builds the models from their parts.
+    pub fn new(parts: Parts, options: &LoadOptions) -> crate::Result<Self> {
+        let (device, dtype) = (&options.device, options.dtype);
+        type Weights = (ClipConfig, HashMap<String, Tensor>);
+        let encoder = |(config, tensors): Weights,
+                       tokenizer: Option<PathBuf>|
+         -> crate::Result<(ClipTextEncoder, Option<ClipTokenizer>)> {
+            let encoder = ClipTextEncoder::new(VarBuilder::from_tensors(tensors, dtype, device), &config)?;
+            let tokenizer = tokenizer
+                .map(|folder| ClipTokenizer::load(&folder, config.max_position_embeddings))
+                .transpose()?;
+            Ok((encoder, tokenizer))
+        };
+        let text = TextEncoders {
+            first: encoder(parts.text_encoder, parts.tokenizers.0)?,
+            second: encoder(parts.text_encoder_2, parts.tokenizers.1)?,
+            force_zeros_for_empty_prompt: parts.force_zeros_for_empty_prompt,
+        };
+        let (unet_config, unet_tensors) = parts.unet;
+        let unet = Unet::new(
+            VarBuilder::from_tensors(unet_tensors, dtype, device),
+            &unet_config,
+        )?;
+        // SDXL's VAE overflows in float16: run it in float32 when its config says so.
+        let vae_dtype = if parts.vae_force_upcast { DType::F32 } else { dtype };
+        let (mut vae_config, vae_tensors) = match &options.vae {
+            Some(path) => crate::sd::separate_vae(path, device)?,
+            None => parts.vae,
+        };
+        if options.vae.as_ref().is_some_and(|p| p.is_file()) {
+            // A bare VAE file carries no config: it is SDXL's.
+            vae_config.scaling_factor = parts::SDXL_VAE_SCALING;
+        }
+        let vae = Vae::new(vae_tensors, &vae_config, vae_dtype, device)?;
+        let mut scheduler = parts.scheduler;
+        if let Some(prediction) = options.prediction_type {
+            scheduler.prediction_type = prediction;
+        }
+        // The contract's defaults for SDXL, or for SDXL Turbo when the schedule is Turbo's (trailing).
+        let turbo = scheduler.timestep_spacing == Some(TimestepSpacing::Trailing);
+        let defaults = options.defaults.clone().unwrap_or_else(|| {
+            let mut config = ImageConfig::new(ImageBase::Sdxl);
+            if turbo {
+                config.distillation = Some(Distillation::Turbo);
+                config.samplers = vec!["Euler a".into()];
+            }
+            crate::resolve::defaults(&config)
+        });
+        let info = PipelineInfo {
+            base: ImageBase::Sdxl,
+            model_name: options.model_name.clone(),
+            defaults,
+            max_clip_skip: text.max_clip_skip(),
+            inpaint_model: unet_config.in_channels == 9,
+        };
+        Ok(SdxlPipeline {
+            text,
+            unet,
+            unet_in_channels: unet_config.in_channels,
+            vae,
+            vae_dtype,
+            scheduler,
+            info,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// Both text encoders, for tests that compare the prompt encoding alone.
+    pub fn text(&self) -> &TextEncoders {
+        &self.text
+    }
+
+    /// The UNet, for tests that compare one call.
+    pub fn unet(&self) -> &Unet {
+        &self.unet
+    }
+
+    /// The VAE.
+    pub fn vae(&self) -> &Vae {
+        &self.vae
+    }
+
+    /// Replaces the noise schedule (how a test runs Turbo's trailing Euler a on the same weights).
+    pub fn set_scheduler(&mut self, scheduler: SchedulerConfig) {
+        self.scheduler = scheduler;
+    }
+
+    /// The final latents of one image from given prompt encodings (before the VAE).
+    pub fn denoise(
+        &self,
+        request: &ValidRequest,
+        positive: &SdxlPrompt,
+        negative: &SdxlPrompt,
+        index: u32,
+        noise: &mut Noise,
+        progress: &mut ProgressFn<'_>,
+    ) -> crate::Result<Tensor> {
+        pipeline::run(self, request, positive, negative, index, noise, progress)
+    }
+
+    /// The final latents of one image from the request's prompts.
+    pub fn denoise_prompts(
+        &self,
+        request: &ValidRequest,
+        index: u32,
+        noise: &mut Noise,
+        progress: &mut ProgressFn<'_>,
+    ) -> crate::Result<Tensor> {
+        let positive = self
+            .text
+            .encode(&request.prompt, request.clip_skip, &self.device)?;
+        let negative = self.text.negative(
+            &request.negative_prompt,
+            &positive,
+            request.clip_skip,
+            &self.device,
+        )?;
+        self.denoise(request, &positive, &negative, index, noise, progress)
+    }
+
+    /// Image `(b, 3, h, w)` in [-1, 1] -> scaled latents, in the VAE's dtype and back.
+    fn encode(&self, image: &Tensor) -> crate::Result<Tensor> {
+        let latents = self.vae.encode(&image.to_dtype(self.vae_dtype)?)?;
+        Ok(latents.to_dtype(self.dtype)?)
+    }
+
+    /// Scaled latents -> image `(b, 3, h, w)` in [-1, 1], float32.
+    pub fn decode(&self, latents: &Tensor) -> crate::Result<Tensor> {
+        Ok(self
+            .vae
+            .decode(&latents.to_dtype(self.vae_dtype)?)?
+            .to_dtype(DType::F32)?)
+    }
+}
+
+impl ImagePipeline for SdxlPipeline {
+    fn info(&self) -> &PipelineInfo {
+        &self.info
+    }
+
+    fn generate_one(
+        &self,
+        request: &ValidRequest,
+        index: u32,
+        noise: &mut Noise,
+        progress: &mut ProgressFn<'_>,
+    ) -> crate::Result<Tensor> {
+        let latents = self.denoise_prompts(request, index, noise, progress)?;
+        Ok(self.decode(&latents)?.squeeze(0)?)
+    }
+
+    fn preview(&self, latents: &Tensor) -> crate::Result<RgbImage> {
+        pipeline::preview(latents)
+    }
 }

@@ -1,13 +1,19 @@
-//! SDXL's denoising loop as `StableDiffusionXLPipeline` runs it: classifier-free guidance over the text
-//! states, the pooled text embedding and the size/crop time ids, with any registered scheduler.
-//!
-//! Text encoding is outside: the loop takes the encoders' outputs, so it can be checked on its own and
-//! fed by whichever CLIP loader the worker uses.
+//! SDXL's denoising loop as diffusers' `StableDiffusionXLPipeline`, `...Img2ImgPipeline` and
+//! `...InpaintPipeline` run it: classifier-free guidance over the text states, the pooled text embedding
+//! and the size/crop time ids; img2img from a noised encoding of the init image (strength); inpainting
+//! by blending the noised original back outside the mask after each step (4-channel UNet) or by the
+//! 9-channel UNet's mask and masked-image inputs.
 
-use super::Result;
-use super::unet::{AddedCond, Unet};
-use crate::schedulers::Scheduler;
 use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+
+use super::SdxlPipeline;
+use super::unet::AddedCond;
+use crate::error::{Result, SdError};
+use crate::noise::Noise;
+use crate::output::from_image;
+use crate::pipeline::{Progress, ProgressFn};
+use crate::request::ValidRequest;
 
 /// One prompt's SDXL conditioning: both encoders' penultimate states concatenated, and the pooled output.
 pub struct SdxlPrompt {
@@ -36,79 +42,174 @@ pub fn time_ids(
     Ok(Tensor::from_slice(&ids, (1, 6), device)?)
 }
 
-/// What a run needs beyond the model and scheduler.
-pub struct Denoise<'a> {
-    /// The prompt's conditioning.
-    pub positive: &'a SdxlPrompt,
-    /// The negative prompt's; with guidance above 1 it is required (diffusers uses zeros for an empty one).
-    pub negative: Option<&'a SdxlPrompt>,
-    /// Time ids for both, from [`time_ids`].
-    pub time_ids: &'a Tensor,
-    /// Classifier-free guidance scale; 1 or less runs the model once per step without the negative.
-    pub guidance: f64,
-    /// Unit Gaussian starting latents (b, 4, h/8, w/8), b matching the prompts' batch; the scheduler
-    /// scales them.
-    pub noise: &'a Tensor,
-}
-
-/// Runs every step of `scheduler`, returning the final latents (before the VAE). `step_noise` gives unit
-/// Gaussian noise shaped like the latents to ancestral schedulers (called only for them), and `on_step(done,
-/// total)` reports progress.
-pub fn denoise(
-    unet: &Unet,
-    scheduler: &mut dyn Scheduler,
-    run: &Denoise,
-    step_noise: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-    on_step: &mut dyn FnMut(usize, usize),
+/// The final latents of one image (before the VAE). `negative` is used only with guidance above 1.
+pub(super) fn run(
+    p: &SdxlPipeline,
+    request: &ValidRequest,
+    positive: &SdxlPrompt,
+    negative: &SdxlPrompt,
+    index: u32,
+    noise: &mut Noise,
+    progress: &mut ProgressFn<'_>,
 ) -> Result<Tensor> {
-    let cfg = run.guidance > 1.0;
-    let (context, pooled, time_ids) = match (cfg, run.negative) {
-        (true, Some(neg)) => (
-            Tensor::cat(&[&neg.context, &run.positive.context], 0)?,
-            Tensor::cat(&[&neg.pooled, &run.positive.pooled], 0)?,
-            Tensor::cat(&[run.time_ids, run.time_ids], 0)?,
-        ),
-        (true, None) => (
-            Tensor::cat(&[&run.positive.context.zeros_like()?, &run.positive.context], 0)?,
-            Tensor::cat(&[&run.positive.pooled.zeros_like()?, &run.positive.pooled], 0)?,
-            Tensor::cat(&[run.time_ids, run.time_ids], 0)?,
-        ),
-        (false, _) => (
-            run.positive.context.clone(),
-            run.positive.pooled.clone(),
-            run.time_ids.clone(),
-        ),
-    };
-    let dtype = run.noise.dtype();
-    let added = AddedCond {
-        text_embeds: &pooled.to_dtype(dtype)?,
-        time_ids: &time_ids.to_dtype(DType::F32)?,
-    };
-    let context = context.to_dtype(dtype)?;
+    let (device, dtype) = (&p.device, p.dtype);
+    let scale = p.vae.config().scale();
+    let (height, width) = (request.height as usize, request.width as usize);
+    let (h, w) = (height / scale, width / scale);
+    let shape = (1, p.vae.config().latent_channels, h, w);
+    let steps = request.steps as usize;
+    // A scheduler for another kind of model (flow matching) is the request's fault.
+    let mut scheduler = crate::schedulers::build(&request.scheduler, &p.scheduler, steps)
+        .map_err(|e| SdError::invalid("scheduler", e.to_string()))?;
     let timesteps = scheduler.timesteps().to_vec();
-    let mut latents = (run.noise * scheduler.init_noise_sigma())?;
-    for (i, &t) in timesteps.iter().enumerate() {
-        let input = if cfg {
-            Tensor::cat(&[&latents, &latents], 0)?
-        } else {
-            latents.clone()
+    let initial = noise.draw(shape, device)?.to_dtype(dtype)?;
+
+    let image = request
+        .init_image
+        .as_ref()
+        .map(|image| -> Result<Tensor> { Ok(from_image(image, device)?.to_dtype(dtype)?) })
+        .transpose()?;
+    // The mask at full and latent size, 1 where to repaint (nearest neighbour, as diffusers resizes it).
+    let mask = match &request.mask {
+        Some(mask) => {
+            let full = Tensor::from_vec(mask.as_raw().clone(), (1, 1, height, width), device)?
+                .to_dtype(DType::F32)?
+                .ge(127.5)?
+                .to_dtype(dtype)?;
+            let small = full.upsample_nearest2d(h, w)?;
+            Some((full, small))
+        }
+        None => None,
+    };
+    let inpaint_model = p.unet_in_channels == 9;
+    // The 9-channel UNet's extra input: the mask and the latents of the image outside it.
+    let extra = if inpaint_model {
+        let (full, small) = match &mask {
+            Some(m) => m.clone(),
+            None => (
+                Tensor::ones((1, 1, height, width), dtype, device)?,
+                Tensor::ones((1, 1, h, w), dtype, device)?,
+            ),
         };
-        let input = scheduler.scale_model_input(&input, i)?;
-        let out = unet.forward(&input, t, &context, Some(&added))?;
-        let prediction = if cfg {
-            let batch = latents.dim(0)?;
-            let (uncond, text) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
-            (&uncond + ((text - &uncond)? * run.guidance)?)?
+        let masked = match &image {
+            Some(image) => image.broadcast_mul(&(1.0 - &full)?)?,
+            None => Tensor::zeros((1, 3, height, width), dtype, device)?,
+        };
+        Some(Tensor::cat(&[small, p.encode(&masked)?], 1)?)
+    } else {
+        None
+    };
+    let image_latents = image.as_ref().map(|image| p.encode(image)).transpose()?;
+
+    // img2img skips the noisiest steps: diffusers' `get_timesteps`, with at least one step run.
+    let start = match &image_latents {
+        Some(_) => steps - ((steps as f64 * request.strength) as usize).clamp(1, steps),
+        None => 0,
+    };
+    scheduler.begin_at(start)?;
+    // img2img noises the image to the first step run; inpainting at full strength starts from noise.
+    let mut latents = match &image_latents {
+        Some(latents) if mask.is_none() || request.strength < 1.0 => {
+            scheduler.add_noise(latents, &initial, start)?
+        }
+        _ => (&initial * scheduler.init_noise_sigma())?,
+    };
+    let blend = match (&mask, &image_latents, inpaint_model) {
+        (Some((_, small)), Some(original), false) => Some((small, original)),
+        _ => None,
+    };
+
+    let guided = request.cfg_scale > 1.0;
+    let ids = time_ids((height, width), (0, 0), (height, width), device)?;
+    let pair = |negative: &Tensor, positive: &Tensor| -> Result<Tensor> {
+        Ok(if guided {
+            Tensor::cat(&[negative, positive], 0)?
+        } else {
+            positive.clone()
+        })
+    };
+    let context = pair(&negative.context, &positive.context)?.to_dtype(dtype)?;
+    let pooled = pair(&negative.pooled, &positive.pooled)?.to_dtype(dtype)?;
+    let ids = pair(&ids, &ids)?;
+    let added = AddedCond {
+        text_embeds: &pooled,
+        time_ids: &ids,
+    };
+    let extra = extra.map(|extra| pair(&extra, &extra)).transpose()?;
+
+    let total = steps - start;
+    for (done, step) in (start..steps).enumerate() {
+        let model_in = pair(&latents, &latents)?;
+        let mut model_in = scheduler.scale_model_input(&model_in, step)?;
+        if let Some(extra) = &extra {
+            model_in = Tensor::cat(&[&model_in, extra], 1)?;
+        }
+        let out = p
+            .unet
+            .forward(&model_in, timesteps[step], &context, Some(&added))?;
+        let out = if guided {
+            let (uncond, cond) = (out.narrow(0, 0, 1)?, out.narrow(0, 1, 1)?);
+            (&uncond + ((cond - &uncond)? * request.cfg_scale)?)?
         } else {
             out
         };
-        let noise = if scheduler.needs_noise() {
-            Some(step_noise(&latents)?)
+        let step_noise = if scheduler.needs_noise() {
+            Some(noise.draw(shape, device)?.to_dtype(dtype)?)
         } else {
             None
         };
-        latents = scheduler.step(&prediction, i, &latents, noise.as_ref())?;
-        on_step(i + 1, timesteps.len());
+        latents = scheduler.step(&out, step, &latents, step_noise.as_ref())?;
+        if let Some((small_mask, original)) = blend {
+            let proper = if step + 1 < steps {
+                scheduler.add_noise(original, &initial, step + 1)?
+            } else {
+                original.clone()
+            };
+            latents = (proper.broadcast_mul(&(1.0 - small_mask)?)? + latents.broadcast_mul(small_mask)?)?;
+        }
+        progress(&Progress {
+            image: index,
+            images: request.batch_size,
+            step: done as u32 + 1,
+            steps: total as u32,
+            latents: &latents,
+        })?;
     }
     Ok(latents)
+}
+
+/// SDXL latents to RGB by the linear approximation the UIs use for live previews (ComfyUI's SDXL
+/// factors; one pixel per latent, no VAE): cheap enough to send every few steps.
+pub(super) fn preview(latents: &Tensor) -> Result<RgbImage> {
+    const FACTORS: [[f32; 3]; 4] = [
+        [0.3651, 0.4232, 0.4341],
+        [-0.2533, -0.0042, 0.1068],
+        [0.1076, 0.1111, -0.0362],
+        [-0.3165, -0.2492, -0.2188],
+    ];
+    const BIAS: [f32; 3] = [0.1084, -0.0175, -0.0011];
+    let latents = latents.to_dtype(DType::F32)?;
+    let latents = if latents.rank() == 4 {
+        latents.get(0)?
+    } else {
+        latents
+    };
+    let (c, h, w) = latents.dims3()?;
+    if c != FACTORS.len() {
+        return Err(SdError::Tensor(candle_core::Error::Msg(format!(
+            "an SDXL preview needs 4 latent channels, got {c}"
+        ))));
+    }
+    let factors = Tensor::new(&FACTORS, latents.device())?;
+    let bias = Tensor::new(&BIAS, latents.device())?;
+    let rgb = latents
+        .reshape((c, h * w))?
+        .t()?
+        .contiguous()?
+        .matmul(&factors)? // (h*w, 3)
+        .broadcast_add(&bias)?
+        .t()?
+        .contiguous()?
+        .reshape((3, h, w))?;
+    crate::output::to_image(&rgb)
 }

@@ -63,6 +63,22 @@ pub struct UnetConfig {
     pub projection_class_embeddings_input_dim: Option<usize>,
 }
 
+impl UnetConfig {
+    /// SDXL base's UNet (`stabilityai/stable-diffusion-xl-base-1.0/unet/config.json`), for single-file
+    /// checkpoints that carry no config.
+    pub fn sdxl() -> Self {
+        serde_json::from_str(SDXL_UNET).expect("built-in config parses")
+    }
+}
+
+const SDXL_UNET: &str = r#"{
+  "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "attention_head_dim": [5, 10, 20],
+  "block_out_channels": [320, 640, 1280], "transformer_layers_per_block": [1, 2, 10],
+  "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+  "cross_attention_dim": 2048, "use_linear_projection": true, "addition_embed_type": "text_time",
+  "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816
+}"#;
+
 /// A per-level value diffusers writes either once or per level.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]

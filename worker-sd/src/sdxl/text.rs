@@ -1,0 +1,89 @@
+//! SDXL's prompt encoding as diffusers' `StableDiffusionXLPipeline.encode_prompt` does it: each prompt
+//! through both tokenizers and both CLIP encoders, their penultimate hidden states (no final layer norm)
+//! side by side, and the second encoder's projected pooled output.
+
+use std::path::Path;
+
+use candle_core::{D, Device, Tensor};
+
+use super::pipeline::SdxlPrompt;
+use crate::error::{Result, SdError};
+use crate::sd::clip::ClipTextEncoder;
+use crate::sd::tokenizer::ClipTokenizer;
+
+/// Both text encoders and their tokenizers.
+pub struct TextEncoders {
+    /// CLIP ViT-L and its tokenizer (`tokenizer/`), when the model has one.
+    pub first: (ClipTextEncoder, Option<ClipTokenizer>),
+    /// OpenCLIP bigG and its tokenizer (`tokenizer_2/`, padding with its own pad token, "!" in SDXL).
+    pub second: (ClipTextEncoder, Option<ClipTokenizer>),
+    /// An empty negative prompt is zeros rather than the encoded "" (`force_zeros_for_empty_prompt` in
+    /// `model_index.json`, true for SDXL).
+    pub force_zeros_for_empty_prompt: bool,
+}
+
+impl TextEncoders {
+    /// The deepest clip skip both encoders allow (the UIs' count: 1 is SDXL's usual penultimate layer).
+    pub fn max_clip_skip(&self) -> u32 {
+        let layers = |e: &ClipTextEncoder| e.config().num_hidden_layers;
+        (layers(&self.first.0)
+            .min(layers(&self.second.0))
+            .saturating_sub(1))
+        .max(1) as u32
+    }
+
+    /// The two token rows of a prompt, `(1, seq)` each.
+    pub fn tokens(&self, prompt: &str, device: &Device) -> Result<(Tensor, Tensor)> {
+        let row = |tokenizer: &Option<ClipTokenizer>, folder: &str| -> Result<Tensor> {
+            let tokenizer = tokenizer
+                .as_ref()
+                .ok_or_else(|| SdError::layout(Path::new(folder), "the model has no tokenizer here"))?;
+            Ok(Tensor::new(tokenizer.encode(prompt)?, device)?.unsqueeze(0)?)
+        };
+        Ok((
+            row(&self.first.1, "tokenizer")?,
+            row(&self.second.1, "tokenizer_2")?,
+        ))
+    }
+
+    /// Encodes token rows of both tokenizers. `clip_skip` counts as the UIs do: 1 takes the penultimate
+    /// layer (diffusers' default for SDXL), 2 the one before (diffusers' `clip_skip=1`).
+    pub fn encode_tokens(&self, tokens: &Tensor, tokens_2: &Tensor, clip_skip: u32) -> Result<SdxlPrompt> {
+        let skip = clip_skip as usize;
+        let (first, second) = (&self.first.0, &self.second.0);
+        let out = first.forward(tokens)?;
+        let out_2 = second.forward(tokens_2)?;
+        let context = Tensor::cat(
+            &[first.sdxl_states(&out, skip)?, second.sdxl_states(&out_2, skip)?],
+            D::Minus1,
+        )?;
+        Ok(SdxlPrompt {
+            context,
+            pooled: second.pooled(tokens_2, &out_2)?,
+        })
+    }
+
+    /// Encodes a prompt.
+    pub fn encode(&self, prompt: &str, clip_skip: u32, device: &Device) -> Result<SdxlPrompt> {
+        let (tokens, tokens_2) = self.tokens(prompt, device)?;
+        self.encode_tokens(&tokens, &tokens_2, clip_skip)
+    }
+
+    /// The negative prompt's conditioning: zeros shaped like `positive` when it is empty and the model
+    /// says so, else the encoded prompt.
+    pub fn negative(
+        &self,
+        negative_prompt: &str,
+        positive: &SdxlPrompt,
+        clip_skip: u32,
+        device: &Device,
+    ) -> Result<SdxlPrompt> {
+        if negative_prompt.is_empty() && self.force_zeros_for_empty_prompt {
+            return Ok(SdxlPrompt {
+                context: positive.context.zeros_like()?,
+                pooled: positive.pooled.zeros_like()?,
+            });
+        }
+        self.encode(negative_prompt, clip_skip, device)
+    }
+}
