@@ -5,9 +5,9 @@ use candle_core::{DType, Tensor};
 use image::RgbImage;
 
 use super::SdPipeline;
+use super::image_inputs::ImageInputs;
 use crate::error::Result;
 use crate::noise::Noise;
-use crate::output::from_image;
 use crate::pipeline::{Progress, ProgressFn};
 use crate::request::ValidRequest;
 
@@ -30,72 +30,12 @@ pub(super) fn run(
         .map_err(|e| crate::error::SdError::invalid("scheduler", e.to_string()))?;
     let timesteps = scheduler.timesteps().to_vec();
     let initial = noise.draw(shape, &p.device)?.to_dtype(p.dtype)?;
-
-    let image = request
-        .init_image
-        .as_ref()
-        .map(|image| -> Result<Tensor> { Ok(from_image(image, &p.device)?.to_dtype(p.dtype)?) })
-        .transpose()?;
-    // The mask at latent size, 1 where to repaint (nearest neighbour, as diffusers resizes it).
-    let mask = match &request.mask {
-        Some(mask) => {
-            let full = Tensor::from_vec(
-                mask.as_raw().clone(),
-                (1, 1, mask.height() as usize, mask.width() as usize),
-                &p.device,
-            )?
-            .to_dtype(DType::F32)?;
-            let full = full.ge(127.5)?.to_dtype(p.dtype)?;
-            Some((full.clone(), full.upsample_nearest2d(h, w)?))
-        }
-        None => None,
-    };
+    let encode = |image: &Tensor| -> Result<Tensor> { Ok(p.vae.encode(image)?) };
     let inpaint_model = p.unet_in_channels == 9;
-    // The 9-channel UNet's extra input: the mask and the latents of the image outside it.
-    let extra = if inpaint_model {
-        let (full_mask, small_mask) = match &mask {
-            Some(m) => m.clone(),
-            None => (
-                Tensor::ones(
-                    (1, 1, request.height as usize, request.width as usize),
-                    p.dtype,
-                    &p.device,
-                )?,
-                Tensor::ones((1, 1, h, w), p.dtype, &p.device)?,
-            ),
-        };
-        let masked = match &image {
-            Some(image) => image.broadcast_mul(&(1.0 - &full_mask)?)?,
-            None => Tensor::zeros(
-                (1, 3, request.height as usize, request.width as usize),
-                p.dtype,
-                &p.device,
-            )?,
-        };
-        Some(Tensor::cat(&[small_mask, p.vae.encode(&masked)?], 1)?)
-    } else {
-        None
-    };
-    let image_latents = image.as_ref().map(|image| p.vae.encode(image)).transpose()?;
-
-    // img2img skips the noisiest steps: diffusers' `get_timesteps`, with at least one step run.
-    let start = match &image_latents {
-        Some(_) if request.strength < 1.0 => {
-            let run = ((steps as f64 * request.strength) as usize).clamp(1, steps);
-            steps - run
-        }
-        _ => 0,
-    };
+    let inputs = ImageInputs::new(request, (h, w), inpaint_model, (p.dtype, &p.device), &encode)?;
+    let start = inputs.start(request);
     scheduler.begin_at(start)?;
-    let mut latents = match &image_latents {
-        Some(latents) if request.strength < 1.0 => scheduler.add_noise(latents, &initial, start)?,
-        _ => (&initial * scheduler.init_noise_sigma())?,
-    };
-    // A plain UNet inpaints by putting the (noised) original back outside the mask after each step.
-    let blend = match (&mask, &image_latents, inpaint_model) {
-        (Some((_, small)), Some(original), false) => Some((small, original)),
-        _ => None,
-    };
+    let mut latents = inputs.initial_latents(scheduler.as_ref(), &initial, start)?;
 
     let guided = request.cfg_scale > 1.0;
     let total = steps - start;
@@ -106,7 +46,7 @@ pub(super) fn run(
             latents.clone()
         };
         let mut model_in = scheduler.scale_model_input(&model_in, step)?;
-        if let Some(extra) = &extra {
+        if let Some(extra) = &inputs.extra {
             let extra = if guided {
                 Tensor::cat(&[extra, extra], 0)?
             } else {
@@ -127,14 +67,7 @@ pub(super) fn run(
             None
         };
         latents = scheduler.step(&out, step, &latents, step_noise.as_ref())?;
-        if let Some((small_mask, original)) = blend {
-            let proper = if step + 1 < steps {
-                scheduler.add_noise(original, &initial, step + 1)?
-            } else {
-                original.clone()
-            };
-            latents = ((proper.broadcast_mul(&(1.0 - small_mask)?))? + latents.broadcast_mul(small_mask)?)?;
-        }
+        latents = inputs.blend(scheduler.as_ref(), latents, &initial, (step, steps))?;
         progress(&Progress {
             image: index,
             images: request.batch_size,

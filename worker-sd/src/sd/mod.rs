@@ -4,6 +4,7 @@
 
 pub mod clip;
 mod denoise;
+pub(crate) mod image_inputs;
 pub mod open_clip;
 pub mod single_file;
 pub mod tokenizer;

@@ -11,9 +11,9 @@ use super::SdxlPipeline;
 use super::unet::AddedCond;
 use crate::error::{Result, SdError};
 use crate::noise::Noise;
-use crate::output::from_image;
 use crate::pipeline::{Progress, ProgressFn};
 use crate::request::ValidRequest;
+use crate::sd::image_inputs::ImageInputs;
 
 /// One prompt's SDXL conditioning: both encoders' penultimate states concatenated, and the pooled output.
 pub struct SdxlPrompt {
@@ -63,61 +63,11 @@ pub(super) fn run(
         .map_err(|e| SdError::invalid("scheduler", e.to_string()))?;
     let timesteps = scheduler.timesteps().to_vec();
     let initial = noise.draw(shape, device)?.to_dtype(dtype)?;
-
-    let image = request
-        .init_image
-        .as_ref()
-        .map(|image| -> Result<Tensor> { Ok(from_image(image, device)?.to_dtype(dtype)?) })
-        .transpose()?;
-    // The mask at full and latent size, 1 where to repaint (nearest neighbour, as diffusers resizes it).
-    let mask = match &request.mask {
-        Some(mask) => {
-            let full = Tensor::from_vec(mask.as_raw().clone(), (1, 1, height, width), device)?
-                .to_dtype(DType::F32)?
-                .ge(127.5)?
-                .to_dtype(dtype)?;
-            let small = full.upsample_nearest2d(h, w)?;
-            Some((full, small))
-        }
-        None => None,
-    };
-    let inpaint_model = p.unet_in_channels == 9;
-    // The 9-channel UNet's extra input: the mask and the latents of the image outside it.
-    let extra = if inpaint_model {
-        let (full, small) = match &mask {
-            Some(m) => m.clone(),
-            None => (
-                Tensor::ones((1, 1, height, width), dtype, device)?,
-                Tensor::ones((1, 1, h, w), dtype, device)?,
-            ),
-        };
-        let masked = match &image {
-            Some(image) => image.broadcast_mul(&(1.0 - &full)?)?,
-            None => Tensor::zeros((1, 3, height, width), dtype, device)?,
-        };
-        Some(Tensor::cat(&[small, p.encode(&masked)?], 1)?)
-    } else {
-        None
-    };
-    let image_latents = image.as_ref().map(|image| p.encode(image)).transpose()?;
-
-    // img2img skips the noisiest steps: diffusers' `get_timesteps`, with at least one step run.
-    let start = match &image_latents {
-        Some(_) => steps - ((steps as f64 * request.strength) as usize).clamp(1, steps),
-        None => 0,
-    };
+    let encode = |image: &Tensor| p.encode(image);
+    let inputs = ImageInputs::new(request, (h, w), p.unet_in_channels == 9, (dtype, device), &encode)?;
+    let start = inputs.start(request);
     scheduler.begin_at(start)?;
-    // img2img noises the image to the first step run; inpainting at full strength starts from noise.
-    let mut latents = match &image_latents {
-        Some(latents) if mask.is_none() || request.strength < 1.0 => {
-            scheduler.add_noise(latents, &initial, start)?
-        }
-        _ => (&initial * scheduler.init_noise_sigma())?,
-    };
-    let blend = match (&mask, &image_latents, inpaint_model) {
-        (Some((_, small)), Some(original), false) => Some((small, original)),
-        _ => None,
-    };
+    let mut latents = inputs.initial_latents(scheduler.as_ref(), &initial, start)?;
 
     let guided = request.cfg_scale > 1.0;
     let ids = time_ids((height, width), (0, 0), (height, width), device)?;
@@ -135,7 +85,11 @@ pub(super) fn run(
         text_embeds: &pooled,
         time_ids: &ids,
     };
-    let extra = extra.map(|extra| pair(&extra, &extra)).transpose()?;
+    let extra = inputs
+        .extra
+        .as_ref()
+        .map(|extra| pair(extra, extra))
+        .transpose()?;
 
     let total = steps - start;
     for (done, step) in (start..steps).enumerate() {
@@ -159,14 +113,7 @@ pub(super) fn run(
             None
         };
         latents = scheduler.step(&out, step, &latents, step_noise.as_ref())?;
-        if let Some((small_mask, original)) = blend {
-            let proper = if step + 1 < steps {
-                scheduler.add_noise(original, &initial, step + 1)?
-            } else {
-                original.clone()
-            };
-            latents = (proper.broadcast_mul(&(1.0 - small_mask)?)? + latents.broadcast_mul(small_mask)?)?;
-        }
+        latents = inputs.blend(scheduler.as_ref(), latents, &initial, (step, steps))?;
         progress(&Progress {
             image: index,
             images: request.batch_size,
