@@ -25,7 +25,8 @@ same (rounded) values in float32. Writes tests/fixtures/sd/tiny-sdxl/ in the dif
 
 `tests/fixtures/sd/tiny-sdxl.safetensors` is one single-file checkpoint in the original (Stability's `sgm`)
 key layout, as CivitAI ships them, with the same text encoders and VAE and, to keep the fixtures small,
-its own UNet of blocks (32, 32) (its config in reference.json as `single_file_unet_config`): `model.diffusion_model.*`,
+its own UNet, a 9-channel inpainting one of blocks (32, 32) (its config in reference.json as
+`single_file_unet_config`): `model.diffusion_model.*`,
 `first_stage_model.*`, `conditioner.embedders.0.transformer.*` (CLIP-L, transformers names) and
 `conditioner.embedders.1.model.*` (OpenCLIP: fused qkv `in_proj_weight`, `text_projection` transposed).
 The inverse mapping is checked by converting it back with diffusers' own single-file converters.
@@ -37,14 +38,16 @@ The inverse mapping is checked by converting it back with diffusers' own single-
 - `unet_latents`, `unet_timestep`, `unet_context`, `unet_text_embeds`, `unet_time_ids` -> `unet_out`;
 - txt2img, 4 steps Euler through StableDiffusionXLPipeline from `gen_noise` (unit Gaussian) ->
   `gen_latents` (before the VAE) and `gen_image` (decoded, in [-1, 1]);
-- the single file's UNet on the same inputs -> `sf_unet_out`, and the txt2img run with it -> `sf_gen_image`;
 - Turbo: 1 step Euler ancestral with trailing timesteps, CFG 0, from `gen_noise` -> `turbo_latents`
   (its last step adds no noise, so no other random numbers enter);
 - img2img, StableDiffusionXLImg2ImgPipeline at strength 0.75 (the last 3 of 4 steps), empty negative
   prompt, from `i2i_image` and `i2i_noise` -> `i2i_latents`;
 - inpainting, StableDiffusionXLInpaintPipeline with the 4-channel UNet (masked latents blended back after
   each step), strength 1, empty negative prompt, from `inp_image`, `inp_mask` (1 = repaint) and
-  `inp_noise` -> `inp_latents`.
+  `inp_noise` -> `inp_latents`;
+- the single file's 9-channel inpainting UNet on `sf_unet_latents` (the other inputs as above) ->
+  `sf_unet_out`, and the same inpainting through it (mask and masked-image latents as extra UNet
+  inputs, no blending) -> `sf_inp_latents`, `sf_inp_image` (decoded).
 The VAE encoder is read at the mode of its distribution (both pipelines' `retrieve_latents` is replaced),
 as worker-sd encodes deterministically; images lie on the 8-bit grid, as a PNG carries them.
 """
@@ -136,10 +139,10 @@ def clip_config(act):
     )
 
 
-def sdxl_unet(channels, heads=(2, 4)):
+def sdxl_unet(channels, heads=(2, 4), in_channels=4):
     unet = UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=channels,
@@ -170,9 +173,9 @@ def build():
     text_encoder = CLIPTextModel(clip_config("quick_gelu")).eval()
     text_encoder_2 = CLIPTextModelWithProjection(clip_config("gelu")).eval()
     unet = sdxl_unet((64, 32), heads=(4, 2))
-    # The single file's UNet: the same shape at one width, a third of the size. (With one channel per
-    # GroupNorm group the time conditioning cannot be seen, but the name mapping can.)
-    single_file_unet = sdxl_unet((32, 32))
+    # The single file's UNet: a 9-channel inpainting UNet of the same shape at one width, half the size.
+    # (With one channel per GroupNorm group the time conditioning cannot be seen, but the name mapping can.)
+    single_file_unet = sdxl_unet((32, 32), in_channels=9)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -350,19 +353,6 @@ def main():
     ).images
     ref["gen_image"] = vae.decode(ref["gen_latents"] / sf).sample
 
-    # The single file's pipeline: its own UNet, the same text encoders and VAE.
-    single = StableDiffusionXLPipeline(**dict(components, unet=single_file_unet))
-    ref["sf_unet_out"] = single_file_unet(
-        ref["unet_latents"],
-        ref["unet_timestep"],
-        encoder_hidden_states=ref["unet_context"],
-        added_cond_kwargs={"text_embeds": ref["unet_text_embeds"], "time_ids": ref["unet_time_ids"]},
-    ).sample
-    sf_latents = single(
-        PROMPT, negative_prompt=NEGATIVE, guidance_scale=GUIDANCE, latents=ref["gen_noise"], **common
-    ).images
-    ref["sf_gen_image"] = vae.decode(sf_latents / sf).sample
-
     turbo = StableDiffusionXLPipeline(**dict(components, scheduler=EulerAncestralDiscreteScheduler(**TURBO_SCHEDULER)))
     ref["turbo_latents"] = turbo(
         PROMPT, guidance_scale=0.0, latents=ref["gen_noise"], **dict(common, num_inference_steps=1)
@@ -398,6 +388,26 @@ def main():
         latents=ref["inp_noise"],
         **common,
     ).images
+
+    # The single file's pipeline: its own (9-channel inpainting) UNet, the same text encoders and VAE.
+    ref["sf_unet_latents"] = torch.randn((1, 9, 8, 8), generator=gen)
+    ref["sf_unet_out"] = single_file_unet(
+        ref["sf_unet_latents"],
+        ref["unet_timestep"],
+        encoder_hidden_states=ref["unet_context"],
+        added_cond_kwargs={"text_embeds": ref["unet_text_embeds"], "time_ids": ref["unet_time_ids"]},
+    ).sample
+    inpaint_9 = StableDiffusionXLInpaintPipeline(**dict(components, unet=single_file_unet))
+    ref["sf_inp_latents"] = inpaint_9(
+        PROMPT,
+        image=to_pil(ref["inp_image"]),
+        mask_image=Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8), mode="L"),
+        strength=1.0,
+        guidance_scale=GUIDANCE,
+        latents=ref["inp_noise"],
+        **common,
+    ).images
+    ref["sf_inp_image"] = vae.decode(ref["sf_inp_latents"] / sf).sample
 
     save_file({k: v.contiguous() for k, v in ref.items()}, OUT / "reference.safetensors")
     meta = {

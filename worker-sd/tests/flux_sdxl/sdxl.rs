@@ -72,6 +72,20 @@ fn to_rgb(tensor: &Tensor) -> RgbImage {
     worker_sd::output::to_image(&tensor.i(0).unwrap()).unwrap()
 }
 
+/// The reference inpainting's request: its image and mask, an empty negative prompt, strength 1.
+fn inpaint_request(r: &HashMap<String, Tensor>) -> ValidRequest {
+    let mask = (r["inp_mask"].i((0, 0)).unwrap() * 255.0)
+        .unwrap()
+        .to_dtype(DType::U8)
+        .unwrap();
+    let mask = GrayImage::from_raw(64, 64, mask.flatten_all().unwrap().to_vec1().unwrap()).unwrap();
+    request(|q| {
+        q.init_image = Some(to_rgb(&r["inp_image"]));
+        q.mask = Some(mask);
+        q.negative_prompt = String::new();
+    })
+}
+
 fn latents_of(p: &SdxlPipeline, request: &ValidRequest, noise: &Tensor, steps: &mut u32) -> Tensor {
     let mut noise = Noise::with_initial(noise.clone(), 0);
     let mut count = |_: &Progress<'_>| {
@@ -238,8 +252,8 @@ fn sdxl_inpainting_with_a_4_channel_unet_matches_the_diffusers_pipeline() {
     assert_close("inpainting latents", &latents, &r["inp_latents"], GEN_TOL);
 }
 
-/// A config folder for the single-file checkpoint: the tiny pipeline's, with its own (smaller) UNet's
-/// config, as `from_single_file(config=...)` takes one.
+/// A config folder for the single-file checkpoint: the tiny pipeline's, with its own (smaller,
+/// 9-channel inpainting) UNet's config, as `from_single_file(config=...)` takes one.
 fn single_file_config(home: &std::path::Path) -> PathBuf {
     let folder = home.join("tiny-sdxl-config");
     copy_dir(&dir(), &folder);
@@ -250,7 +264,7 @@ fn single_file_config(home: &std::path::Path) -> PathBuf {
 }
 
 #[test]
-fn sdxl_single_file_checkpoint_maps_to_the_diffusers_names_and_generates_as_diffusers() {
+fn sdxl_single_file_inpainting_checkpoint_maps_to_the_diffusers_names_and_inpaints_as_diffusers() {
     let r = reference();
     let home = tempfile::tempdir().unwrap();
     let config = single_file_config(home.path());
@@ -289,8 +303,10 @@ fn sdxl_single_file_checkpoint_maps_to_the_diffusers_names_and_generates_as_diff
             assert_eq!(max_diff(&have, &want), 0.0, "{what}: {name}");
         }
     }
-    // The UNet (with `label_emb`) is mapped right when it computes what diffusers' does.
+    // The UNet (with `label_emb`) is mapped right when it computes what diffusers' does. It is a 9-channel
+    // inpainting UNet, which the pipeline feeds the mask and the masked image's latents.
     let p = SdxlPipeline::new(single, &LoadOptions::cpu("tiny-sdxl-single")).unwrap();
+    assert!(p.info().inpaint_model);
     let timestep = f64::from(r["unet_timestep"].to_vec1::<f32>().unwrap()[0]);
     let added = AddedCond {
         text_embeds: &r["unet_text_embeds"],
@@ -298,9 +314,19 @@ fn sdxl_single_file_checkpoint_maps_to_the_diffusers_names_and_generates_as_diff
     };
     let out = p
         .unet()
-        .forward(&r["unet_latents"], timestep, &r["unet_context"], Some(&added))
+        .forward(&r["sf_unet_latents"], timestep, &r["unet_context"], Some(&added))
         .unwrap();
     assert_close("single-file UNet", &out, &r["sf_unet_out"], TOL);
+    let req = inpaint_request(&r);
+    let mut steps = 0;
+    let latents = latents_of(&p, &req, &r["inp_noise"], &mut steps);
+    assert_eq!(steps, 4);
+    assert_close(
+        "9-channel inpainting latents",
+        &latents,
+        &r["sf_inp_latents"],
+        GEN_TOL,
+    );
 
     let source = ModelSource::SingleFile {
         path: file,
@@ -308,14 +334,12 @@ fn sdxl_single_file_checkpoint_maps_to_the_diffusers_names_and_generates_as_diff
     };
     let p = pipeline::load(&source, &LoadOptions::cpu("tiny-sdxl-single")).unwrap();
     assert_eq!(p.info().base, artifacts_contract::ImageBase::Sdxl);
-    let mut noise = Noise::with_initial(r["gen_noise"].clone(), 0);
-    let image = p
-        .generate_one(&request(|_| {}), 0, &mut noise, &mut |_| Ok(()))
-        .unwrap();
+    let mut noise = Noise::with_initial(r["inp_noise"].clone(), 0);
+    let image = p.generate_one(&req, 0, &mut noise, &mut |_| Ok(())).unwrap();
     assert_close(
-        "image from the single file",
+        "9-channel inpainting image from the single file",
         &image.unsqueeze(0).unwrap(),
-        &r["sf_gen_image"],
+        &r["sf_inp_image"],
         GEN_TOL,
     );
 }
