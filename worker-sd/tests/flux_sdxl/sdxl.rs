@@ -442,3 +442,134 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// tiny-sd15's single file with its CLIP text encoder rewritten the way SD 2.x files store OpenCLIP
+/// (`cond_stage_model.model.*`: fused qkv, `ln_1`, `c_fc`, `positional_embedding`...) and one more layer
+/// than the config uses, as SD 2.x conditions on ViT-H's penultimate layer.
+fn sd2_style_single_file(path: &std::path::Path) {
+    let sd15 = dir().with_file_name("tiny-sd15.safetensors");
+    let tensors = candle_core::safetensors::load(sd15, &Device::Cpu).unwrap();
+    let mut out = HashMap::new();
+    let mut layers: HashMap<String, Tensor> = HashMap::new();
+    for (name, tensor) in tensors {
+        let Some(rest) = name.strip_prefix("cond_stage_model.transformer.text_model.") else {
+            out.insert(name, tensor);
+            continue;
+        };
+        let open_clip = match rest {
+            "embeddings.position_embedding.weight" => "positional_embedding".to_string(),
+            "embeddings.token_embedding.weight" => "token_embedding.weight".to_string(),
+            "embeddings.position_ids" => continue,
+            _ if rest.starts_with("final_layer_norm.") => rest.replace("final_layer_norm.", "ln_final."),
+            _ if rest.contains(".self_attn.q_proj.")
+                || rest.contains(".self_attn.k_proj.")
+                || rest.contains(".self_attn.v_proj.") =>
+            {
+                layers.insert(rest.to_string(), tensor);
+                continue;
+            }
+            _ => rest
+                .replace("encoder.layers.", "transformer.resblocks.")
+                .replace("self_attn.out_proj", "attn.out_proj")
+                .replace("layer_norm1", "ln_1")
+                .replace("layer_norm2", "ln_2")
+                .replace("mlp.fc1", "mlp.c_fc")
+                .replace("mlp.fc2", "mlp.c_proj"),
+        };
+        out.insert(format!("cond_stage_model.model.{open_clip}"), tensor);
+    }
+    let mut depth = 0;
+    while layers.contains_key(&format!("encoder.layers.{depth}.self_attn.q_proj.weight")) {
+        for kind in ["weight", "bias"] {
+            let part = |p: &str| layers[&format!("encoder.layers.{depth}.self_attn.{p}_proj.{kind}")].clone();
+            let fused = Tensor::cat(&[part("q"), part("k"), part("v")], 0).unwrap();
+            let name = format!("cond_stage_model.model.transformer.resblocks.{depth}.attn.in_proj_{kind}");
+            out.insert(name, fused);
+        }
+        depth += 1;
+    }
+    // The layer SD 2.x skips: a copy of the last one under the next index.
+    let last: Vec<_> = out
+        .iter()
+        .filter_map(|(k, v)| {
+            let prefix = format!("cond_stage_model.model.transformer.resblocks.{}.", depth - 1);
+            let rest = k.strip_prefix(&prefix)?;
+            let name = format!("cond_stage_model.model.transformer.resblocks.{depth}.{rest}");
+            Some((name, (v * 3.0).unwrap()))
+        })
+        .collect();
+    out.extend(last);
+    candle_core::safetensors::save(&out, path).unwrap();
+}
+
+#[test]
+fn sd2_single_files_with_an_open_clip_text_encoder_load_as_sd2() {
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("tiny-sd2.safetensors");
+    sd2_style_single_file(&path);
+    let sd15 = dir().with_file_name("tiny-sd15");
+    let folder = worker_sd::sd::Parts::from_diffusers(&sd15, &Device::Cpu).unwrap();
+    let single = worker_sd::sd::Parts::from_single_file(&path, Some(&sd15), None, &Device::Cpu).unwrap();
+    let text = &folder.text_encoder.1;
+    for (name, want) in text.iter().filter(|(k, _)| !k.ends_with("position_ids")) {
+        let have = &single.text_encoder.1[name];
+        let want = want.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+        assert_eq!(
+            max_diff(&have.to_dtype(DType::F32).unwrap(), &want),
+            0.0,
+            "{name}"
+        );
+    }
+    let source = ModelSource::SingleFile {
+        path: path.clone(),
+        config: Some(sd15.clone()),
+    };
+    let p = pipeline::load(&source, &LoadOptions::cpu("tiny-sd2")).unwrap();
+    assert_eq!(
+        p.info().base,
+        artifacts_contract::ImageBase::Sd2,
+        "detected from the OpenCLIP names"
+    );
+    // It generates what the SD 1.5 file does (same weights): diffusers' image, float16 weights (1.4e-3
+    // observed).
+    let r = candle_core::safetensors::load(sd15.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let defaults = Defaults {
+        size: (64, 64),
+        steps: 4,
+        cfg_scale: 7.5,
+        scheduler: "Euler".into(),
+        clip_skip: 1,
+    };
+    let req = GenerationRequest {
+        prompt: "a red cat".into(),
+        seed: Some(0),
+        ..Default::default()
+    };
+    let req = req.validate(&defaults, 2).unwrap();
+    let mut noise = Noise::with_initial(r["gen_noise"].clone(), 0);
+    let image = p.generate_one(&req, 0, &mut noise, &mut |_| Ok(())).unwrap();
+    assert_close(
+        "SD 2.x-style single file image",
+        &image.unsqueeze(0).unwrap(),
+        &r["gen_image"],
+        1e-2,
+    );
+
+    // Without a config folder the text config is read off the tensors, one layer short of the file's.
+    let built_in = worker_sd::sd::Parts::from_single_file(
+        &path,
+        None,
+        Some(artifacts_contract::ImageBase::Sd2),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let (config, expected) = (&built_in.text_encoder.0, &folder.text_encoder.0);
+    assert_eq!(
+        (
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.hidden_act.as_str()
+        ),
+        (expected.num_hidden_layers, expected.hidden_size, "gelu")
+    );
+}
