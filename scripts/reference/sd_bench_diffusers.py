@@ -1,7 +1,8 @@
-"""Times diffusers on the tiny SD 1.5-shaped pipeline of tests/fixtures/sd/tiny-sd15, for the side-by-side
-benchmark `cargo bench -p worker-sd --bench tiny_vs_diffusers` (which runs this script and prints both).
+"""Times diffusers on the tiny pipelines of tests/fixtures/sd/ (tiny-sd15, SD 1.5-shaped; tiny-sdxl), for
+the side-by-side benchmark `cargo bench -p worker-sd --bench tiny_vs_diffusers` (which runs this script
+and prints both).
 
-    /work/venv-ref/bin/python scripts/reference/sd_bench_diffusers.py SIZE STEPS [SIZE STEPS ...]
+    /work/venv-ref/bin/python scripts/reference/sd_bench_diffusers.py [tiny-sd15|tiny-sdxl] SIZE STEPS [SIZE STEPS ...]
 
 Pinned: diffusers==0.42.1, transformers==5.23.0, torch==2.15.0; CPU, float32. For each (size, steps):
 one warm-up run, then the best of 3 whole generations (prompt "a red cat", CFG 7.5, Euler), and per step
@@ -18,11 +19,32 @@ import sys
 import time
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests/fixtures/sd/tiny-sd15"
+TINY_SDXL = ROOT / "tests/fixtures/sd/tiny-sdxl"
+
+
+def load_sdxl():
+    """The tiny SDXL pipeline, its float16 weights run in float32 as worker-sd runs them on CPU."""
+    f32 = {"torch_dtype": torch.float32}
+    return StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_pretrained(TINY_SDXL / "vae", **f32),
+        text_encoder=CLIPTextModel.from_pretrained(TINY_SDXL / "text_encoder", **f32),
+        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(TINY_SDXL / "text_encoder_2", **f32),
+        tokenizer=CLIPTokenizer.from_pretrained(TINY_SDXL / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(TINY_SDXL / "tokenizer_2"),
+        unet=UNet2DConditionModel.from_pretrained(TINY_SDXL / "unet", **f32),
+        scheduler=EulerDiscreteScheduler.from_pretrained(TINY_SDXL / "scheduler"),
+    ).to("cpu")
 
 
 def load():
@@ -52,9 +74,11 @@ def best(pipe, size, steps, runs=3):
 def main():
     if os.environ.get("BENCH_THREADS"):
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
-    pipe = load()
+    args = sys.argv[1:]
+    fixture = args.pop(0) if args and not args[0].isdigit() else "tiny-sd15"
+    pipe = load_sdxl() if fixture == "tiny-sdxl" else load()
     pipe.set_progress_bar_config(disable=True)
-    args = [int(a) for a in sys.argv[1:]] or [64, 20]
+    args = [int(a) for a in args] or [64, 20]
     for size, steps in zip(args[::2], args[1::2]):
         best(pipe, size, 2, runs=1)  # warm-up
         image = best(pipe, size, steps)

@@ -1,6 +1,6 @@
-//! Seconds per denoising step and per image of worker-sd against diffusers on the tiny pipeline of
-//! `tests/fixtures/sd/tiny-sd15`, printed side by side with the ratio (worker-sd / diffusers; below 1
-//! means worker-sd is faster).
+//! Seconds per denoising step and per image of worker-sd against diffusers on the tiny pipelines of
+//! `tests/fixtures/sd/tiny-sd15` and `tests/fixtures/sd/tiny-sdxl`, printed side by side with the ratio
+//! (worker-sd / diffusers; below 1 means worker-sd is faster).
 //!
 //! ```text
 //! cargo bench -p worker-sd --bench tiny_vs_diffusers
@@ -15,18 +15,24 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
-use worker_sd::pipeline::{LoadOptions, generate};
+use worker_sd::pipeline::{ImagePipeline, LoadOptions, ModelSource, generate};
 use worker_sd::request::GenerationRequest;
-use worker_sd::sd::{Parts, SdPipeline};
 
 const CASES: &[(u32, u32)] = &[(64, 20), (256, 20)];
+/// (fixture folder, what it is).
+const PIPELINES: &[(&str, &str)] = &[
+    ("tiny-sd15", "tiny SD 1.5-shaped pipeline"),
+    (
+        "tiny-sdxl",
+        "tiny SDXL pipeline (two text encoders, text_time UNet)",
+    ),
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn best(pipeline: &SdPipeline, size: u32, steps: u32, runs: usize) -> f64 {
+fn best(pipeline: &dyn ImagePipeline, size: u32, steps: u32, runs: usize) -> f64 {
     (0..runs)
         .map(|_| {
             let request = GenerationRequest {
@@ -46,7 +52,7 @@ fn best(pipeline: &SdPipeline, size: u32, steps: u32, runs: usize) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn diffusers() -> Vec<serde_json::Value> {
+fn diffusers(fixture: &str) -> Vec<serde_json::Value> {
     let python = std::env::var("REF_PYTHON").unwrap_or_else(|_| "/work/venv-ref/bin/python".into());
     let script = root().join("scripts/reference/sd_bench_diffusers.py");
     let args: Vec<String> = CASES
@@ -55,6 +61,7 @@ fn diffusers() -> Vec<serde_json::Value> {
         .collect();
     match std::process::Command::new(&python)
         .arg(&script)
+        .arg(fixture)
         .args(&args)
         .output()
     {
@@ -81,21 +88,27 @@ fn main() {
         // SAFETY: set before any thread starts; candle reads it when it sizes its thread pool.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads) };
     }
-    let dir = root().join("tests/fixtures/sd/tiny-sd15");
-    let parts = Parts::from_diffusers(&dir, &Device::Cpu).expect("the tiny pipeline loads");
-    let pipeline = SdPipeline::new(parts, &LoadOptions::cpu("tiny-sd15")).expect("the tiny pipeline builds");
+    for &(fixture, what) in PIPELINES {
+        run(fixture, what);
+    }
+}
+
+fn run(fixture: &str, what: &str) {
+    let source = ModelSource::Diffusers(root().join("tests/fixtures/sd").join(fixture));
+    let pipeline =
+        worker_sd::pipeline::load(&source, &LoadOptions::cpu(fixture)).expect("the tiny pipeline loads");
     let mut ours = Vec::new();
     for &(size, steps) in CASES {
-        best(&pipeline, size, 2, 1);
-        let image = best(&pipeline, size, steps, 3);
-        let one = best(&pipeline, size, 1, 3);
+        best(pipeline.as_ref(), size, 2, 1);
+        let image = best(pipeline.as_ref(), size, steps, 3);
+        let one = best(pipeline.as_ref(), size, 1, 3);
         ours.push((size, steps, image, (image - one) / f64::from(steps.max(2) - 1)));
     }
-    let reference = diffusers();
-    println!("tiny SD 1.5-shaped pipeline, CPU float32, CFG 7.5, Euler (best of 3)");
+    let reference = diffusers(fixture);
+    println!("{what}, CPU float32, CFG 7.5, Euler (best of 3)");
     println!(
         "{:>6} {:>5} | {:>12} {:>12} | {:>12} {:>12} | {:>7} {:>7}",
-        "size", "steps", "sd s/image", "sd s/step", "diff s/image", "diff s/step", "image x", "step x"
+        "size", "steps", "ours s/image", "ours s/step", "diff s/image", "diff s/step", "image x", "step x"
     );
     for (size, steps, image, step) in ours {
         let theirs = reference
