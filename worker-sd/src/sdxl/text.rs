@@ -70,7 +70,8 @@ impl TextEncoders {
     }
 
     /// The negative prompt's conditioning: zeros shaped like `positive` when it is empty and the model
-    /// says so, else the encoded prompt.
+    /// says so, else the encoded prompt. Clip skip applies to it too, as the UIs do (diffusers' SDXL
+    /// pipeline always takes the negative prompt's penultimate layer).
     pub fn negative(
         &self,
         negative_prompt: &str,
