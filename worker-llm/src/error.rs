@@ -52,14 +52,6 @@ pub enum LlmError {
         /// Names the registry knows for that format.
         supported: String,
     },
-    /// A device string that is not `cpu`, `cuda:N` or `metal`, or one this build cannot use.
-    #[error("device `{device}`: {reason}")]
-    Device {
-        /// What was asked for.
-        device: String,
-        /// Why it cannot be used.
-        reason: String,
-    },
     /// The tokenizer could not be built or failed on input.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

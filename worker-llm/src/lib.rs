@@ -23,7 +23,7 @@ mod stream;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate, Role};
-pub use device::{default_dtype, device_kind, parse_device};
+pub use device::default_dtype;
 pub use engine::Engine;
 pub use error::{LlmError, Result};
 pub use files::{ModelFiles, ModelMeta};

@@ -5,9 +5,9 @@ use artifacts_contract::{CatalogId, WorkerCapabilities};
 use candle_core::Device;
 use catalog::Catalog;
 
-use crate::device::device_kind;
 use crate::error::Result;
 use crate::files::ModelFiles;
+use worker_runtime::device_kind;
 
 /// The files of catalog entry `id`, checked against what this worker runs on `device`.
 pub fn model_files(catalog: &Catalog, id: &CatalogId, device: &Device) -> Result<ModelFiles> {

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use worker_llm::{ChatMessage, GenerationParams, Prompt, Role};
 
-use super::model::ModelArgs;
+use worker_runtime::ModelArgs;
 
 /// Flags of `generate`; sampling flags carry the OpenAI field names.
 #[derive(clap::Args, Debug)]
@@ -58,7 +58,7 @@ pub struct GenerateArgs {
 
 /// Loads the model, generates, and reports.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let mut engine = args.model.load()?;
+    let mut engine = super::model::load(&args.model)?;
     let prompt = if args.chat {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {

@@ -6,7 +6,7 @@ use worker_llm::serve::LlmBackend;
 use worker_llm::serve::bench::{self, BenchOptions};
 use worker_runtime::ServeArgs;
 
-use super::model::ModelArgs;
+use worker_runtime::ModelArgs;
 
 /// Flags of `serve`: the model, then the flags every worker shares.
 #[derive(clap::Args, Debug)]
@@ -20,8 +20,8 @@ pub struct ServeCommand {
 /// Resolves the model, listens at once (`/ready` answers 503 while it loads), serves until SIGTERM.
 pub fn run(args: ServeCommand) -> anyhow::Result<()> {
     worker_runtime::init_tracing();
-    let (model_id, files, device) = args.model.resolve()?;
-    let kind = worker_llm::device_kind(&device);
+    let (model_id, files, device) = super::model::resolve(&args.model)?;
+    let kind = worker_runtime::device_kind(&device);
     let load = move || LlmBackend::load(&files, &device);
     worker_runtime::block_on(worker_llm::serve::serve(args.serve, &model_id, kind, load))
         .with_context(|| format!("serving {model_id}"))
@@ -45,8 +45,8 @@ pub struct BenchCommand {
 
 /// Times the same greedy generation in process and through a loopback server, and prints both.
 pub fn bench(args: BenchCommand) -> anyhow::Result<()> {
-    let (model_id, files, device) = args.model.resolve()?;
-    let kind = worker_llm::device_kind(&device);
+    let (model_id, files, device) = super::model::resolve(&args.model)?;
+    let kind = worker_runtime::device_kind(&device);
     let backend = LlmBackend::load(&files, &device).with_context(|| format!("loading {model_id}"))?;
     let options = BenchOptions {
         prompt: args.prompt,

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use worker_sd::request::GenerationRequest;
 
-use super::model::ModelArgs;
+use super::model::SdModelArgs;
 
 /// Makes images from a prompt and writes them as PNGs.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    model: SdModelArgs,
     /// What to draw.
     #[arg(long)]
     prompt: String,

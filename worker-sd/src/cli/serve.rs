@@ -2,17 +2,16 @@
 //! routes through `worker-runtime`.
 
 use artifacts_contract::WorkerKind;
-use worker_runtime::{ServeArgs, Server, WorkerError, WorkerInfo};
-use worker_sd::device::{device_kind, parse_device};
+use worker_runtime::{ServeArgs, Server, WorkerError, WorkerInfo, device_kind};
 use worker_sd::server::{SdBackend, routes};
 
-use super::model::ModelArgs;
+use super::model::SdModelArgs;
 
 /// Serves the model over HTTP.
 #[derive(clap::Args, Debug)]
 pub struct ServeCommand {
     #[command(flatten)]
-    model: ModelArgs,
+    model: SdModelArgs,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -20,7 +19,7 @@ pub struct ServeCommand {
 /// Runs `serve` until SIGTERM or Ctrl-C.
 pub fn run(args: ServeCommand) -> anyhow::Result<()> {
     worker_runtime::init_tracing();
-    let device = parse_device(&args.model.device)?;
+    let device = args.model.shared.device()?;
     let info = WorkerInfo::new(
         WorkerKind::Sd,
         args.model.name(),
