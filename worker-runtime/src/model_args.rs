@@ -114,7 +114,9 @@ mod tests {
     #[test]
     fn a_path_is_taken_as_is_and_named_as_a_file_id() {
         let a = args(None, Some("/models/x.gguf"), None);
-        assert!(matches!(a.source().unwrap(), ModelOrigin::Path(p) if p == std::path::Path::new("/models/x.gguf")));
+        assert!(
+            matches!(a.source().unwrap(), ModelOrigin::Path(p) if p == std::path::Path::new("/models/x.gguf"))
+        );
         assert_eq!(a.id(), "file:/models/x.gguf");
     }
 
