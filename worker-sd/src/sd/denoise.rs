@@ -5,10 +5,10 @@ use candle_core::{DType, Tensor};
 use image::RgbImage;
 
 use super::SdPipeline;
-use super::image_inputs::ImageInputs;
+use super::image_inputs::{ImageInputs, guided_steps};
 use crate::error::Result;
 use crate::noise::Noise;
-use crate::pipeline::{Progress, ProgressFn};
+use crate::pipeline::ProgressFn;
 use crate::request::ValidRequest;
 
 /// The final latents of one image.
@@ -28,55 +28,23 @@ pub(super) fn run(
     // A scheduler for another kind of model (flow matching) is the request's fault.
     let mut scheduler = crate::schedulers::build(&request.scheduler, &p.scheduler, steps)
         .map_err(|e| crate::error::SdError::invalid("scheduler", e.to_string()))?;
-    let timesteps = scheduler.timesteps().to_vec();
     let initial = noise.draw(shape, &p.device)?.to_dtype(p.dtype)?;
     let encode = |image: &Tensor| -> Result<Tensor> { Ok(p.vae.encode(image)?) };
     let inpaint_model = p.unet_in_channels == 9;
     let inputs = ImageInputs::new(request, (h, w), inpaint_model, (p.dtype, &p.device), &encode)?;
     let start = inputs.start(request);
     scheduler.begin_at(start)?;
-    let mut latents = inputs.initial_latents(scheduler.as_ref(), &initial, start)?;
-
-    let guided = request.cfg_scale > 1.0;
-    let total = steps - start;
-    for (done, step) in (start..steps).enumerate() {
-        let model_in = if guided {
-            Tensor::cat(&[&latents, &latents], 0)?
-        } else {
-            latents.clone()
-        };
-        let mut model_in = scheduler.scale_model_input(&model_in, step)?;
-        if let Some(extra) = &inputs.extra {
-            let extra = if guided {
-                Tensor::cat(&[extra, extra], 0)?
-            } else {
-                extra.clone()
-            };
-            model_in = Tensor::cat(&[&model_in, &extra], 1)?;
-        }
-        let out = p.unet.forward(&model_in, timesteps[step], context)?;
-        let out = if guided {
-            let (uncond, cond) = (out.narrow(0, 0, 1)?, out.narrow(0, 1, 1)?);
-            (&uncond + ((cond - &uncond)? * request.cfg_scale)?)?
-        } else {
-            out
-        };
-        let step_noise = if scheduler.needs_noise() {
-            Some(noise.draw(shape, &p.device)?.to_dtype(p.dtype)?)
-        } else {
-            None
-        };
-        latents = scheduler.step(&out, step, &latents, step_noise.as_ref())?;
-        latents = inputs.blend(scheduler.as_ref(), latents, &initial, (step, steps))?;
-        progress(&Progress {
-            image: index,
-            images: request.batch_size,
-            step: done as u32 + 1,
-            steps: total as u32,
-            latents: &latents,
-        })?;
-    }
-    Ok(latents)
+    let unet = |model_in: &Tensor, t: f64| -> Result<Tensor> { Ok(p.unet.forward(model_in, t, context)?) };
+    guided_steps(
+        request,
+        index,
+        &inputs,
+        scheduler.as_mut(),
+        (&initial, start),
+        noise,
+        progress,
+        &unet,
+    )
 }
 
 /// SD 1.x/2.x latents to RGB by the linear approximation the UIs use for live previews (one pixel per

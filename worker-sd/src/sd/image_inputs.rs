@@ -1,12 +1,15 @@
 //! The image side of img2img and inpainting for the UNet bases (SD 1.x/2.x and SDXL), as diffusers'
 //! img2img and inpaint pipelines prepare it: the init image's latents, the mask at latent size, the
 //! 9-channel UNet's extra input, which step to start from (strength), the starting latents, and the
-//! blending of the noised original back outside the mask after each step (4-channel UNet).
+//! blending of the noised original back outside the mask after each step (4-channel UNet); and the
+//! denoising steps themselves, which only differ between the bases in how the UNet is called.
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::noise::Noise;
 use crate::output::from_image;
+use crate::pipeline::{Progress, ProgressFn};
 use crate::request::ValidRequest;
 use crate::schedulers::Scheduler;
 
@@ -112,4 +115,66 @@ impl ImageInputs {
         };
         Ok((proper.broadcast_mul(&(1.0 - mask)?)? + latents.broadcast_mul(mask)?)?)
     }
+}
+
+/// Runs the steps from `start` with classifier-free guidance when `cfg_scale` is above 1, returning the
+/// final latents. `unet(model_input, timestep)` is the base's UNet call with its conditioning already
+/// batched as (negative, positive) when guided; the 9-channel extra input is appended here. `initial` is
+/// the image's first noise draw, whose shape, dtype and device the per-step noise of ancestral
+/// schedulers takes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn guided_steps(
+    request: &ValidRequest,
+    index: u32,
+    inputs: &ImageInputs,
+    scheduler: &mut dyn Scheduler,
+    (initial, start): (&Tensor, usize),
+    noise: &mut Noise,
+    progress: &mut ProgressFn<'_>,
+    unet: &dyn Fn(&Tensor, f64) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let guided = request.cfg_scale > 1.0;
+    let pair = |t: &Tensor| -> Result<Tensor> {
+        Ok(if guided {
+            Tensor::cat(&[t, t], 0)?
+        } else {
+            t.clone()
+        })
+    };
+    let extra = inputs.extra.as_ref().map(pair).transpose()?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let steps = request.steps as usize;
+    let mut latents = inputs.initial_latents(scheduler, initial, start)?;
+    for (done, step) in (start..steps).enumerate() {
+        let mut model_in = scheduler.scale_model_input(&pair(&latents)?, step)?;
+        if let Some(extra) = &extra {
+            model_in = Tensor::cat(&[&model_in, extra], 1)?;
+        }
+        let out = unet(&model_in, timesteps[step])?;
+        let out = if guided {
+            let (uncond, cond) = (out.narrow(0, 0, 1)?, out.narrow(0, 1, 1)?);
+            (&uncond + ((cond - &uncond)? * request.cfg_scale)?)?
+        } else {
+            out
+        };
+        let step_noise = if scheduler.needs_noise() {
+            Some(
+                noise
+                    .draw(initial.dims(), initial.device())?
+                    .to_dtype(initial.dtype())?,
+            )
+        } else {
+            None
+        };
+        latents = scheduler.step(&out, step, &latents, step_noise.as_ref())?;
+        latents = inputs.blend(scheduler, latents, initial, (step, steps))?;
+        progress(&Progress {
+            image: index,
+            images: request.batch_size,
+            step: done as u32 + 1,
+            steps: (steps - start) as u32,
+            latents: &latents,
+        })?;
+    }
+    Ok(latents)
 }

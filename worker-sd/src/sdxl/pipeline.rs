@@ -11,9 +11,9 @@ use super::SdxlPipeline;
 use super::unet::AddedCond;
 use crate::error::{Result, SdError};
 use crate::noise::Noise;
-use crate::pipeline::{Progress, ProgressFn};
+use crate::pipeline::ProgressFn;
 use crate::request::ValidRequest;
-use crate::sd::image_inputs::ImageInputs;
+use crate::sd::image_inputs::{ImageInputs, guided_steps};
 
 /// One prompt's SDXL conditioning: both encoders' penultimate states concatenated, and the pooled output.
 pub struct SdxlPrompt {
@@ -61,13 +61,11 @@ pub(super) fn run(
     // A scheduler for another kind of model (flow matching) is the request's fault.
     let mut scheduler = crate::schedulers::build(&request.scheduler, &p.scheduler, steps)
         .map_err(|e| SdError::invalid("scheduler", e.to_string()))?;
-    let timesteps = scheduler.timesteps().to_vec();
     let initial = noise.draw(shape, device)?.to_dtype(dtype)?;
     let encode = |image: &Tensor| p.encode(image);
     let inputs = ImageInputs::new(request, (h, w), p.unet_in_channels == 9, (dtype, device), &encode)?;
     let start = inputs.start(request);
     scheduler.begin_at(start)?;
-    let mut latents = inputs.initial_latents(scheduler.as_ref(), &initial, start)?;
 
     let guided = request.cfg_scale > 1.0;
     let ids = time_ids((height, width), (0, 0), (height, width), device)?;
@@ -85,44 +83,19 @@ pub(super) fn run(
         text_embeds: &pooled,
         time_ids: &ids,
     };
-    let extra = inputs
-        .extra
-        .as_ref()
-        .map(|extra| pair(extra, extra))
-        .transpose()?;
-
-    let total = steps - start;
-    for (done, step) in (start..steps).enumerate() {
-        let model_in = pair(&latents, &latents)?;
-        let mut model_in = scheduler.scale_model_input(&model_in, step)?;
-        if let Some(extra) = &extra {
-            model_in = Tensor::cat(&[&model_in, extra], 1)?;
-        }
-        let out = p
-            .unet
-            .forward(&model_in, timesteps[step], &context, Some(&added))?;
-        let out = if guided {
-            let (uncond, cond) = (out.narrow(0, 0, 1)?, out.narrow(0, 1, 1)?);
-            (&uncond + ((cond - &uncond)? * request.cfg_scale)?)?
-        } else {
-            out
-        };
-        let step_noise = if scheduler.needs_noise() {
-            Some(noise.draw(shape, device)?.to_dtype(dtype)?)
-        } else {
-            None
-        };
-        latents = scheduler.step(&out, step, &latents, step_noise.as_ref())?;
-        latents = inputs.blend(scheduler.as_ref(), latents, &initial, (step, steps))?;
-        progress(&Progress {
-            image: index,
-            images: request.batch_size,
-            step: done as u32 + 1,
-            steps: total as u32,
-            latents: &latents,
-        })?;
-    }
-    Ok(latents)
+    let unet = |model_in: &Tensor, t: f64| -> Result<Tensor> {
+        Ok(p.unet.forward(model_in, t, &context, Some(&added))?)
+    };
+    guided_steps(
+        request,
+        index,
+        &inputs,
+        scheduler.as_mut(),
+        (&initial, start),
+        noise,
+        progress,
+        &unet,
+    )
 }
 
 /// SDXL latents to RGB by the linear approximation the UIs use for live previews (ComfyUI's SDXL
