@@ -76,25 +76,7 @@ impl FluxVae {
         } else {
             "encoder.conv_out"
         };
-        let (weight, bias) = (format!("{last}.weight"), format!("{last}.bias"));
-        if let (Some(w), Some(b)) = (tensors.get(&weight), tensors.get(&bias)) {
-            let w = Tensor::cat(
-                &[
-                    w.narrow(0, 0, latent)?,
-                    w.narrow(0, latent, latent)?.zeros_like()?,
-                ],
-                0,
-            )?;
-            let b = Tensor::cat(
-                &[
-                    b.narrow(0, 0, latent)?,
-                    (b.narrow(0, latent, latent)?.zeros_like()? - 1e4)?,
-                ],
-                0,
-            )?;
-            tensors.insert(weight, w);
-            tensors.insert(bias, b);
-        }
+        crate::sd::vae::deterministic_encoder(&mut tensors, last, latent)?;
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let model = AutoEncoderKL::new(
             vb,

@@ -88,25 +88,7 @@ impl Vae {
         device: &Device,
     ) -> candle_core::Result<Self> {
         let latent = config.latent_channels;
-        if let (Some(weight), Some(bias)) = (tensors.get("quant_conv.weight"), tensors.get("quant_conv.bias"))
-        {
-            let weight = Tensor::cat(
-                &[
-                    weight.narrow(0, 0, latent)?,
-                    weight.narrow(0, latent, latent)?.zeros_like()?,
-                ],
-                0,
-            )?;
-            let bias = Tensor::cat(
-                &[
-                    bias.narrow(0, 0, latent)?,
-                    (bias.narrow(0, latent, latent)?.zeros_like()? - 1e4)?,
-                ],
-                0,
-            )?;
-            tensors.insert("quant_conv.weight".into(), weight);
-            tensors.insert("quant_conv.bias".into(), bias);
-        }
+        deterministic_encoder(&mut tensors, "quant_conv", latent)?;
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let candle_config = AutoEncoderKLConfig {
             block_out_channels: config.block_out_channels.clone(),
@@ -146,4 +128,35 @@ impl Vae {
     pub fn decode_unscaled(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         self.model.decode(latents)
     }
+}
+
+/// Makes the encoder's last layer (`layer`: `quant_conv`, or `encoder.conv_out` where there is none)
+/// return the mode of the latent distribution: Candle's encoder samples, and the references take the
+/// mean, so the log-variance half is set to a variance of zero (weights 0, bias -1e4).
+pub(crate) fn deterministic_encoder(
+    tensors: &mut HashMap<String, Tensor>,
+    layer: &str,
+    latent: usize,
+) -> candle_core::Result<()> {
+    let (weight_name, bias_name) = (format!("{layer}.weight"), format!("{layer}.bias"));
+    let (Some(weight), Some(bias)) = (tensors.get(&weight_name), tensors.get(&bias_name)) else {
+        return Ok(());
+    };
+    let weight = Tensor::cat(
+        &[
+            weight.narrow(0, 0, latent)?,
+            weight.narrow(0, latent, latent)?.zeros_like()?,
+        ],
+        0,
+    )?;
+    let bias = Tensor::cat(
+        &[
+            bias.narrow(0, 0, latent)?,
+            (bias.narrow(0, latent, latent)?.zeros_like()? - 1e4)?,
+        ],
+        0,
+    )?;
+    tensors.insert(weight_name, weight);
+    tensors.insert(bias_name, bias);
+    Ok(())
 }
