@@ -77,9 +77,9 @@ impl std::fmt::Display for DeviceKind {
 pub struct WorkerCapabilities {
     /// Which worker.
     pub kind: WorkerKind,
-    /// LLM families it has an implementation for.
+    /// LLM architectures it has an implementation for, each in the weight format it reads it from.
     #[serde(default)]
-    pub families: Vec<ModelFamily>,
+    pub llm_architectures: Vec<LlmArchitecture>,
     /// Weight formats it reads.
     #[serde(default)]
     pub formats: Vec<WeightFormat>,
@@ -100,6 +100,37 @@ pub struct WorkerCapabilities {
     pub devices: Vec<DeviceKind>,
 }
 
+/// One LLM family a worker runs, from one weight format: a GGUF `gemma2` and a safetensors `gemma2`
+/// are different code paths, and a worker may have one without the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(tsify::Tsify))]
+#[serde(rename_all = "camelCase")]
+pub struct LlmArchitecture {
+    /// The weight format.
+    pub format: WeightFormat,
+    /// The family, as the catalog normalizes it.
+    pub family: ModelFamily,
+}
+
+/// What `worker-llm` runs: the one declaration its architecture registry is tested against.
+const WORKER_LLM_ARCHITECTURES: &[(WeightFormat, ModelFamily)] = &[
+    (WeightFormat::Gguf, ModelFamily::Llama),
+    (WeightFormat::Gguf, ModelFamily::Mistral),
+    (WeightFormat::Gguf, ModelFamily::Qwen2),
+    (WeightFormat::Gguf, ModelFamily::Qwen3),
+    (WeightFormat::Gguf, ModelFamily::Phi3),
+    (WeightFormat::Gguf, ModelFamily::Gemma3),
+    (WeightFormat::Safetensors, ModelFamily::Llama),
+    (WeightFormat::Safetensors, ModelFamily::Mistral),
+    (WeightFormat::Safetensors, ModelFamily::Phi),
+    (WeightFormat::Safetensors, ModelFamily::Phi3),
+    (WeightFormat::Safetensors, ModelFamily::Qwen2),
+    (WeightFormat::Safetensors, ModelFamily::Qwen3),
+    (WeightFormat::Safetensors, ModelFamily::Gemma),
+    (WeightFormat::Safetensors, ModelFamily::Gemma2),
+    (WeightFormat::Safetensors, ModelFamily::Gemma3),
+];
+
 /// GGUF types candle has kernels for, by llama.cpp file-type name, plus plain float dtypes.
 const CANDLE_QUANTIZATIONS: &[&str] = &[
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M",
@@ -109,20 +140,20 @@ const CANDLE_QUANTIZATIONS: &[&str] = &[
 impl WorkerCapabilities {
     /// What `worker-llm` declares it runs (on every device it may be built for).
     pub fn worker_llm() -> Self {
+        let llm_architectures: Vec<LlmArchitecture> = WORKER_LLM_ARCHITECTURES
+            .iter()
+            .map(|&(format, family)| LlmArchitecture { format, family })
+            .collect();
+        let mut formats: Vec<WeightFormat> = Vec::new();
+        for a in &llm_architectures {
+            if !formats.contains(&a.format) {
+                formats.push(a.format);
+            }
+        }
         WorkerCapabilities {
             kind: WorkerKind::Llm,
-            families: vec![
-                ModelFamily::Llama,
-                ModelFamily::Mistral,
-                ModelFamily::Phi,
-                ModelFamily::Phi3,
-                ModelFamily::Qwen2,
-                ModelFamily::Qwen3,
-                ModelFamily::Gemma,
-                ModelFamily::Gemma2,
-                ModelFamily::Gemma3,
-            ],
-            formats: vec![WeightFormat::Safetensors, WeightFormat::Gguf],
+            llm_architectures,
+            formats,
             quantizations: CANDLE_QUANTIZATIONS.iter().map(|s| s.to_string()).collect(),
             bases: Vec::new(),
             variants: Vec::new(),
@@ -135,7 +166,7 @@ impl WorkerCapabilities {
     pub fn worker_sd() -> Self {
         WorkerCapabilities {
             kind: WorkerKind::Sd,
-            families: Vec::new(),
+            llm_architectures: Vec::new(),
             formats: vec![WeightFormat::Safetensors],
             quantizations: Vec::new(),
             bases: vec![ImageBase::Sd1, ImageBase::Sd2, ImageBase::Sdxl, ImageBase::Flux],
@@ -151,6 +182,12 @@ impl WorkerCapabilities {
             WorkerKind::Llm => Self::worker_llm(),
             WorkerKind::Sd => Self::worker_sd(),
         }
+    }
+
+    /// Whether the worker runs LLM `family` from `format` weights.
+    pub fn runs_llm(&self, format: WeightFormat, family: ModelFamily) -> bool {
+        self.llm_architectures
+            .contains(&LlmArchitecture { format, family })
     }
 
     /// Whether a quantization or dtype name is runnable (`fp16` and `F16` are the same).
@@ -191,15 +228,29 @@ pub enum Incompatibility {
         /// The entry's format.
         format: WeightFormat,
     },
-    /// No implementation of the architecture family.
-    #[error("family {family}{} is not supported by {worker}", architecture.as_deref().map(|a| format!(" ({a})")).unwrap_or_default())]
+    /// No implementation of the architecture family in this weight format.
+    #[error("family {family} ({architecture}) is not supported by {worker} in {format} files")]
     Family {
         /// The worker asked about.
         worker: WorkerKind,
         /// The entry's family.
         family: ModelFamily,
         /// The architecture name the source gave, to make `other` actionable.
-        architecture: Option<String>,
+        architecture: String,
+        /// The entry's weight format.
+        format: WeightFormat,
+    },
+    /// The file declares no tensors (llama.cpp's vocabulary-only GGUFs, a header written for tests).
+    #[error("the file holds no weights (a vocabulary-only or header-only file): {worker} has nothing to run")]
+    NoWeights {
+        /// The worker asked about.
+        worker: WorkerKind,
+    },
+    /// A safetensors LLM whose files hold no `tokenizer.json` (a repo of weights alone).
+    #[error("its files hold no tokenizer.json: {worker} cannot turn text into tokens for it")]
+    NoTokenizer {
+        /// The worker asked about.
+        worker: WorkerKind,
     },
     /// A quantization without kernels in the worker.
     #[error("quantization {quantization} is not supported by {worker}")]
@@ -267,6 +318,9 @@ pub fn check(entry: &ModelEntry, worker: &WorkerCapabilities, device: Option<Dev
     if !wrong_type && entry.pickle_files().next().is_some() && !reasons.contains(&Incompatibility::Pickle) {
         reasons.insert(0, Incompatibility::Pickle);
     }
+    if !wrong_type && needs_tokenizer_file(entry) && !entry.files.iter().any(is_tokenizer_json) {
+        reasons.push(Incompatibility::NoTokenizer { worker: worker.kind });
+    }
     if let Some(device) = device
         && !worker.devices.contains(&device)
     {
@@ -281,6 +335,16 @@ pub fn check(entry: &ModelEntry, worker: &WorkerCapabilities, device: Option<Dev
         reasons: reasons.iter().map(ToString::to_string).collect(),
         memory_bytes: entry.config.memory_estimate(entry.weight_bytes()),
     }
+}
+
+/// A safetensors LLM carries its tokenizer in a file beside the weights (a GGUF carries it inside).
+fn needs_tokenizer_file(entry: &ModelEntry) -> bool {
+    matches!(&entry.config, crate::config::TypedConfig::Llm(c) if c.format == WeightFormat::Safetensors)
+        && !entry.files.is_empty()
+}
+
+fn is_tokenizer_json(file: &crate::entry::ModelFile) -> bool {
+    file.path.rsplit('/').next() == Some("tokenizer.json")
 }
 
 /// Checks an entry against every worker this project ships.

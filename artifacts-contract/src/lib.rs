@@ -16,7 +16,9 @@ pub mod id;
 #[cfg(feature = "ts")]
 pub mod typescript;
 
-pub use compat::{Compatibility, DeviceKind, Incompatibility, WorkerCapabilities, WorkerKind};
+pub use compat::{
+    Compatibility, DeviceKind, Incompatibility, LlmArchitecture, WorkerCapabilities, WorkerKind,
+};
 pub use config::{
     AudioConfig, CheckpointType, Distillation, Gated, ImageBase, ImageConfig, ImageVariant, LlmConfig,
     ModelConfig, ModelFamily, ModelType, PredictionType, PreviewImage, Resolution, SamplingDefaults,

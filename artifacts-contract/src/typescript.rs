@@ -5,7 +5,7 @@
 
 use tsify::Tsify;
 
-use crate::compat::{Compatibility, DeviceKind, WorkerCapabilities, WorkerKind};
+use crate::compat::{Compatibility, DeviceKind, LlmArchitecture, WorkerCapabilities, WorkerKind};
 use crate::config::{
     AudioConfig, CheckpointType, Distillation, Gated, ImageBase, ImageConfig, ImageVariant, LlmConfig,
     ModelFamily, ModelType, PredictionType, PreviewImage, Resolution, SamplingDefaults, TokenizerInfo,
@@ -41,6 +41,7 @@ pub fn declarations() -> String {
         ModelEntry::DECL,
         WorkerKind::DECL,
         DeviceKind::DECL,
+        LlmArchitecture::DECL,
         WorkerCapabilities::DECL,
         Compatibility::DECL,
     ];

@@ -33,6 +33,12 @@ fn weights(path: &str, size: u64) -> ModelFile {
     }
 }
 
+fn tokenizer_json() -> ModelFile {
+    let mut tokenizer = weights("tokenizer.json", 1);
+    tokenizer.role = artifacts_contract::FileRole::Tokenizer;
+    tokenizer
+}
+
 fn llm(family: ModelFamily, format: WeightFormat) -> LlmConfig {
     LlmConfig::new(family, format)
 }
@@ -62,14 +68,64 @@ fn unsupported_family_names_the_family_and_the_architecture() {
         ModelFamily::from_architecture("GptOssForCausalLM"),
         WeightFormat::Safetensors,
     );
-    c.architecture = Some("GptOssForCausalLM".into());
-    let e = entry(TypedConfig::Llm(c), vec![weights("model.safetensors", 10)]);
+    c.architecture = "GptOssForCausalLM".into();
+    let e = entry(
+        TypedConfig::Llm(c),
+        vec![weights("model.safetensors", 10), tokenizer_json()],
+    );
     let r = check(&e, &WorkerCapabilities::worker_llm(), None);
     assert!(!r.compatible);
     assert_eq!(
         r.reasons,
-        vec!["family other (GptOssForCausalLM) is not supported by worker-llm"]
+        vec!["family other (GptOssForCausalLM) is not supported by worker-llm in safetensors files"]
     );
+}
+
+#[test]
+fn a_safetensors_llm_without_a_tokenizer_json_is_not_promised() {
+    let config = || TypedConfig::Llm(llm(ModelFamily::Llama, WeightFormat::Safetensors));
+    let caps = WorkerCapabilities::worker_llm();
+    let bare = entry(config(), vec![weights("model.safetensors", 10)]);
+    assert_eq!(
+        check(&bare, &caps, None).reasons,
+        vec!["its files hold no tokenizer.json: worker-llm cannot turn text into tokens for it"]
+    );
+    let whole = entry(config(), vec![weights("model.safetensors", 10), tokenizer_json()]);
+    assert!(check(&whole, &caps, None).compatible);
+}
+
+#[test]
+fn a_file_without_weights_is_not_promised_to_any_worker() {
+    let mut c = llm(ModelFamily::Llama, WeightFormat::Gguf);
+    c.parameter_count = Some(0);
+    let e = entry(TypedConfig::Llm(c), vec![weights("ggml-vocab-llama.gguf", 10)]);
+    let r = check(&e, &WorkerCapabilities::worker_llm(), None);
+    assert_eq!(
+        r.reasons,
+        vec![
+            "the file holds no weights (a vocabulary-only or header-only file): worker-llm has nothing to run"
+        ]
+    );
+}
+
+#[test]
+fn a_family_is_judged_in_its_weight_format() {
+    // worker-llm has gemma2 for safetensors only: a GGUF gemma2 must not be promised.
+    let caps = WorkerCapabilities::worker_llm();
+    let gguf = entry(
+        TypedConfig::Llm(llm(ModelFamily::Gemma2, WeightFormat::Gguf)),
+        vec![weights("gemma-2-2b.Q4_K_M.gguf", 10)],
+    );
+    let r = check(&gguf, &caps, None);
+    assert_eq!(
+        r.reasons,
+        vec!["family gemma2 (gemma2) is not supported by worker-llm in gguf files"]
+    );
+    let st = entry(
+        TypedConfig::Llm(llm(ModelFamily::Gemma2, WeightFormat::Safetensors)),
+        vec![weights("model.safetensors", 10), tokenizer_json()],
+    );
+    assert!(check(&st, &caps, None).compatible);
 }
 
 #[test]
@@ -106,7 +162,7 @@ fn several_reasons_are_all_given() {
     assert_eq!(
         r.reasons,
         vec![
-            "family mixtral is not supported by worker-llm",
+            "family mixtral (mixtral) is not supported by worker-llm in gguf files",
             "quantization IQ2_XS is not supported by worker-llm",
             "worker-llm was not built for metal",
         ]

@@ -19,7 +19,7 @@ fn expected(name: &str) -> Value {
 
 fn llm_entry() -> ModelEntry {
     let mut config = LlmConfig::new(ModelFamily::Qwen2, WeightFormat::Gguf);
-    config.architecture = Some("qwen2".into());
+    config.architecture = "qwen2".into();
     config.tokenizer = TokenizerInfo {
         bos: Some("<|endoftext|>".into()),
         eos: vec!["<|im_end|>".into(), "<|endoftext|>".into()],
@@ -278,15 +278,24 @@ fn json_from_an_older_version_fills_missing_optional_fields() {
     let minimal = serde_json::json!({
         "id": "hf:a/b", "name": "b", "source": "huggingface", "status": {"state": "available"},
         "addedAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
-        "modelType": "llm", "config": {"format": "safetensors"}
+        "modelType": "llm", "config": {"format": "safetensors", "modelFamily": "other", "architecture": "other"}
     });
-    let read: ModelEntry = serde_json::from_value(minimal).unwrap();
+    let read: ModelEntry = serde_json::from_value(minimal.clone()).unwrap();
     assert_eq!(read.size, 0);
     assert!(read.files.is_empty());
     let config = read.config.as_llm().unwrap();
     assert_eq!(config.model_family, ModelFamily::Other);
     assert_eq!(config.gated, Gated::Open);
     assert!(config.tokenizer.eos.is_empty());
+    // The family and the architecture are what a UI narrows on: never optional.
+    for field in ["modelFamily", "architecture"] {
+        let mut without = minimal.clone();
+        without["config"].as_object_mut().unwrap().remove(field);
+        let err = serde_json::from_value::<ModelEntry>(without)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
 }
 
 #[test]
@@ -301,7 +310,10 @@ fn model_type_and_config_cannot_disagree() {
     let mut v = expected("image-entry.json");
     v["modelType"] = Value::from("llm");
     let err = serde_json::from_value::<ModelEntry>(v).unwrap_err().to_string();
-    assert!(err.contains("format"), "{err}");
+    assert!(
+        err.contains("missing field"),
+        "an image config read as an LLM config must fail: {err}"
+    );
     let mut v = expected("image-entry.json");
     v["modelType"] = Value::from("hologram");
     assert!(serde_json::from_value::<ModelEntry>(v).is_err());

@@ -88,7 +88,7 @@ test("checkCompatibility answers for both workers with reasons", () => {
 
 test("checkWorker uses the capabilities it is given", () => {
   const caps = catalog.workerCapabilities("llm");
-  assert.ok(caps.families?.includes("llama"));
+  assert.ok(caps.llmArchitectures?.some((a) => a.family === "llama" && a.format === "gguf"));
   const cpuOnly = { ...caps, devices: ["cpu" as const] };
   const answer = catalog.checkWorker(ggufLlama("Q8_0"), cpuOnly, "cuda");
   assert.equal(answer.compatible, false);

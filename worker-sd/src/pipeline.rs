@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use artifacts_contract::{ImageBase, PredictionType};
+use artifacts_contract::{ImageBase, ImageVariant, PredictionType};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
@@ -129,6 +129,8 @@ pub struct BaseSpec {
     pub name: &'static str,
     /// The catalog bases it loads.
     pub bases: &'static [ImageBase],
+    /// The checkpoint variants it runs (`Inpaint`: a 9-channel UNet, or latent blending).
+    pub variants: &'static [ImageVariant],
     /// Which base the files are, if this spec recognizes them (diffusers configs, tensor names).
     pub detect: fn(&ModelSource) -> Option<ImageBase>,
     /// Loads the pipeline.
@@ -210,4 +212,25 @@ pub fn generate(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_registry_loads_exactly_the_declared_bases_and_variants() {
+        // `catalog compat` answers from `WorkerCapabilities::worker_sd()`: it must promise what BASES runs.
+        let caps = crate::capabilities();
+        let names = |v: &[ImageBase]| v.iter().map(|b| b.as_str()).collect::<BTreeSet<_>>();
+        let registered: Vec<ImageBase> = BASES.iter().flat_map(|s| s.bases.iter().copied()).collect();
+        assert_eq!(names(&registered), names(&caps.bases));
+        let declared: BTreeSet<String> = caps.variants.iter().map(ToString::to_string).collect();
+        for spec in BASES {
+            let variants: BTreeSet<String> = spec.variants.iter().map(ToString::to_string).collect();
+            assert_eq!(variants, declared, "{}", spec.name);
+        }
+    }
 }

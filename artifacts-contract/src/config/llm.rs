@@ -223,12 +223,10 @@ pub struct SamplingDefaults {
 #[cfg_attr(feature = "ts", derive(tsify::Tsify))]
 #[serde(rename_all = "camelCase")]
 pub struct LlmConfig {
-    /// Architecture as the source names it (`LlamaForCausalLM`, GGUF `llama`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "ts", tsify(optional))]
-    pub architecture: Option<String>,
-    /// Normalized family; what workers dispatch on.
-    #[serde(default = "other_family")]
+    /// Architecture as the source names it (`LlamaForCausalLM`, GGUF `llama`), else the family's name.
+    /// Always present (the catalog's store migrated older rows), so a UI never meets `undefined`.
+    pub architecture: String,
+    /// Normalized family; what workers dispatch on (`other` when unknown). Always present.
     pub model_family: ModelFamily,
     /// Weight file format.
     pub format: WeightFormat,
@@ -297,15 +295,11 @@ pub struct LlmConfig {
     pub likes: Option<u64>,
 }
 
-fn other_family() -> ModelFamily {
-    ModelFamily::Other
-}
-
 impl LlmConfig {
     /// An empty config of the given family and format, for sources to fill in.
     pub fn new(model_family: ModelFamily, format: WeightFormat) -> Self {
         LlmConfig {
-            architecture: None,
+            architecture: model_family.as_str().to_string(),
             model_family,
             format,
             tokenizer: TokenizerInfo::default(),
@@ -406,12 +400,16 @@ impl ModelConfig for LlmConfig {
                 format: self.format,
             });
         }
-        if !worker.families.contains(&self.model_family) {
+        if worker.formats.contains(&self.format) && !worker.runs_llm(self.format, self.model_family) {
             reasons.push(Incompatibility::Family {
                 worker: worker.kind,
                 family: self.model_family,
                 architecture: self.architecture.clone(),
+                format: self.format,
             });
+        }
+        if self.parameter_count == Some(0) {
+            reasons.push(Incompatibility::NoWeights { worker: worker.kind });
         }
         if let Some(q) = &self.quantization
             && !worker.supports_quantization(q)

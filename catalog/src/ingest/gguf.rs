@@ -345,11 +345,16 @@ impl GgufHeader {
                 _ => None,
             });
         c.quantization = self.quantization().map(str::to_string);
-        c.parameter_count = self.get("general.parameter_count").and_then(GgufValue::as_u64);
+        c.parameter_count = if self.tensor_count == 0 {
+            // A vocabulary-only file: nothing for a worker to run, whatever the metadata claims.
+            Some(0)
+        } else {
+            self.get("general.parameter_count").and_then(GgufValue::as_u64)
+        };
         c.license = self.str_of("general.license").map(str::to_string);
         c.base_model = self.str_of("general.base_model.0.name").map(str::to_string);
         if !arch.is_empty() {
-            c.architecture = Some(arch.clone());
+            c.architecture = arch.clone();
         }
         let bos_id = self.u32_of("tokenizer.ggml.bos_token_id");
         let eos_id = self.u32_of("tokenizer.ggml.eos_token_id");

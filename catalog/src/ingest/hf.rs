@@ -206,7 +206,7 @@ fn llm_from_info(info: &ModelInfo, format: WeightFormat) -> LlmConfig {
     }
     if let Some(g) = &info.gguf {
         if let Some(arch) = g.get("architecture").and_then(Value::as_str) {
-            c.architecture = Some(arch.into());
+            c.architecture = arch.into();
             c.model_family = ModelFamily::from_architecture(arch);
         }
         c.context_length = g

@@ -84,7 +84,9 @@ pub fn llm_config_from_config_json(cfg: &Value, format: WeightFormat) -> LlmConf
         family = ModelFamily::from_architecture(mt);
     }
     let mut c = LlmConfig::new(family, format);
-    c.architecture = architecture.or(model_type.map(str::to_string));
+    if let Some(name) = architecture.or(model_type.map(str::to_string)) {
+        c.architecture = name;
+    }
     c.context_length = u32_at(text, "max_position_embeddings").or_else(|| u32_at(text, "n_positions"));
     c.num_layers = u32_at(text, "num_hidden_layers");
     c.hidden_size = u32_at(text, "hidden_size");
@@ -195,6 +197,31 @@ pub fn base_from_repo_name(name: &str) -> ImageBase {
     }
 }
 
+/// The base of a pipeline folder without a `model_index.json`, from its denoiser's config alone: a
+/// transformer is Flux's, SDXL's UNet conditions on size and crop ids (`text_time`), and the text
+/// encoder's width tells SD 2.x (1024) from 1.x (any other, tiny test pipelines included).
+fn base_from_components(
+    unet: Option<&Value>,
+    transformer: Option<&Value>,
+    cross: Option<u64>,
+) -> Option<ImageBase> {
+    if transformer
+        .is_some_and(|t| t.get("guidance_embeds").is_some() || t.get("joint_attention_dim").is_some())
+    {
+        return Some(ImageBase::Flux);
+    }
+    let unet = unet?;
+    Some(
+        if unet.get("addition_embed_type").and_then(Value::as_str) == Some("text_time") {
+            ImageBase::Sdxl
+        } else if cross == Some(1024) {
+            ImageBase::Sd2
+        } else {
+            ImageBase::Sd1
+        },
+    )
+}
+
 /// The image config of a diffusers pipeline from `model_index.json` and, when present, the UNet's or
 /// transformer's config (cross-attention width, input channels, guidance embedding).
 pub fn image_config_from_diffusers(
@@ -221,6 +248,8 @@ pub fn image_config_from_diffusers(
         } else {
             ImageBase::Sd1
         }
+    } else if let Some(base) = base_from_components(unet.as_ref(), transformer.as_ref(), cross) {
+        base
     } else {
         base_from_repo_name(repo_name)
     };

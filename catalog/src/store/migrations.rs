@@ -7,10 +7,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations; index `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 1: one row per entry. `json` is the entry exactly as the contract serializes it (what `list --json`
-    // streams without re-parsing); the other columns are copies for filtering and searching.
-    "CREATE TABLE entries (
+const MIGRATIONS: &[&str] = &[FIRST_SCHEMA, ARCHITECTURE_REQUIRED];
+
+/// 1: one row per entry. `json` is the entry exactly as the contract serializes it (what `list --json`
+/// streams without re-parsing); the other columns are copies for filtering and searching.
+pub(crate) const FIRST_SCHEMA: &str = "CREATE TABLE entries (
         id TEXT PRIMARY KEY NOT NULL,
         model_type TEXT NOT NULL,
         family TEXT,
@@ -22,8 +23,14 @@ const MIGRATIONS: &[&str] = &[
         added_at TEXT NOT NULL,
         updated_at TEXT NOT NULL
     );
-    CREATE INDEX entries_by_type ON entries (model_type, id);",
-];
+    CREATE INDEX entries_by_type ON entries (model_type, id);";
+
+/// 2: an LLM entry's `architecture` became required (it was left out when the source named none): older
+/// rows get their family's name, as ingestion now writes it.
+const ARCHITECTURE_REQUIRED: &str = "UPDATE entries
+    SET json = json_set(json, '$.config.architecture',
+                        COALESCE(json_extract(json, '$.config.modelFamily'), 'other'))
+    WHERE model_type = 'llm' AND json_extract(json, '$.config.architecture') IS NULL;";
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

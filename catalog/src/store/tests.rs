@@ -103,6 +103,31 @@ fn reopening_keeps_entries_and_refuses_newer_schemas() {
 }
 
 #[test]
+fn rows_written_before_architecture_was_required_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = llm_entry("hf:org/old");
+    let mut old = serde_json::to_value(&entry).unwrap();
+    old["config"].as_object_mut().unwrap().remove("architecture");
+    // A version-1 database holding that row, as the previous release wrote it.
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.execute_batch(super::migrations::FIRST_SCHEMA).unwrap();
+    conn.execute(
+        "INSERT INTO entries VALUES (?1, 'llm', 'llama', NULL, 'huggingface', 'old', 'old', ?2, ?3, ?3)",
+        rusqlite::params!["hf:org/old", old.to_string(), "2026-01-01T00:00:00Z"],
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    drop(conn);
+    let read = Catalog::open(dir.path())
+        .unwrap()
+        .get(&entry.id)
+        .unwrap()
+        .unwrap();
+    let config = read.config.as_llm().unwrap();
+    assert_eq!(config.architecture, config.model_family.as_str());
+}
+
+#[test]
 fn opening_waits_for_another_process_holding_a_new_database() {
     // Another process created the file and is writing to it before switching to WAL. SQLite
     // answers a journal-mode change that meets a pending writer with "busy" at once, without the

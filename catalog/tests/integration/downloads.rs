@@ -2,7 +2,7 @@
 
 use artifacts_contract::{ArtifactStatus, CatalogId, ModelEntry, WorkerCapabilities, WorkerKind};
 
-use crate::common::{Env, Route, Server, sha256, tiny_llama_gguf};
+use crate::common::{Env, Route, Server, sha256, tiny_llama_gguf_declaring};
 use crate::hf::{GGUF_SHA, serve_gguf_repo};
 
 /// A CivitAI model whose one file is served by the loopback server.
@@ -133,7 +133,7 @@ fn remote_names_that_escape_the_folder_are_refused() {
 #[test]
 fn hf_files_land_in_the_hf_cache_and_blobs_are_reused() {
     let server = Server::start();
-    let weights = tiny_llama_gguf();
+    let weights = tiny_llama_gguf_declaring(1);
     serve_gguf_repo(&server, &weights);
     let env = Env::new(&server);
     let entry: ModelEntry =

@@ -38,7 +38,7 @@ fn config_json_names_the_family_and_sizes() {
         let c = hf_files::llm_config_from_config_json(&cfg, WeightFormat::Safetensors);
         assert_eq!(c.model_family, family, "{file}");
         assert_eq!(
-            c.architecture.as_deref(),
+            Some(c.architecture.as_str()),
             cfg["architectures"][0].as_str(),
             "{file}"
         );
@@ -203,7 +203,7 @@ fn gguf_metadata_as_llama_cpp_writes_it_maps_to_the_llm_config() {
                 .and_then(|v| v.as_str()?.parse::<u32>().ok())
         };
         let name = path.display().to_string();
-        assert_eq!(c.architecture.as_deref(), Some(arch), "{name}");
+        assert_eq!(c.architecture, arch, "{name}");
         assert_ne!(c.model_family, ModelFamily::Other, "{name}");
         assert_eq!(c.context_length, num("context_length"), "{name}");
         assert_eq!(c.num_layers, num("block_count"), "{name}");

@@ -139,13 +139,14 @@ export interface SamplingDefaults {
  */
 export interface LlmConfig {
     /**
-     * Architecture as the source names it (`LlamaForCausalLM`, GGUF `llama`).
+     * Architecture as the source names it (`LlamaForCausalLM`, GGUF `llama`), else the family's name.
+     * Always present (the catalog's store migrated older rows), so a UI never meets `undefined`.
      */
-    architecture?: string;
+    architecture: string;
     /**
-     * Normalized family; what workers dispatch on.
+     * Normalized family; what workers dispatch on (`other` when unknown). Always present.
      */
-    modelFamily?: ModelFamily;
+    modelFamily: ModelFamily;
     /**
      * Weight file format.
      */
@@ -452,6 +453,21 @@ export type WorkerKind = "llm" | "sd";
 export type DeviceKind = "cpu" | "cuda" | "metal";
 
 /**
+ * One LLM family a worker runs, from one weight format: a GGUF `gemma2` and a safetensors `gemma2`
+ * are different code paths, and a worker may have one without the other.
+ */
+export interface LlmArchitecture {
+    /**
+     * The weight format.
+     */
+    format: WeightFormat;
+    /**
+     * The family, as the catalog normalizes it.
+     */
+    family: ModelFamily;
+}
+
+/**
  * What one worker build can run.
  */
 export interface WorkerCapabilities {
@@ -460,9 +476,9 @@ export interface WorkerCapabilities {
      */
     kind: WorkerKind;
     /**
-     * LLM families it has an implementation for.
+     * LLM architectures it has an implementation for, each in the weight format it reads it from.
      */
-    families?: ModelFamily[];
+    llmArchitectures?: LlmArchitecture[];
     /**
      * Weight formats it reads.
      */

@@ -213,14 +213,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_covers_exactly_the_declared_families() {
+    fn registry_runs_exactly_the_declared_format_and_family_pairs() {
+        // What the catalog promises (`catalog compat`) is what this registry loads: every (format, family)
+        // the contract declares has an architecture here, and every name an architecture answers to
+        // normalizes, as the catalog does it, to a declared pair of its format.
         let caps = WorkerCapabilities::worker_llm();
-        let declared: BTreeSet<ModelFamily> = caps.families.iter().copied().collect();
-        let registered: BTreeSet<ModelFamily> = ARCHITECTURES.iter().map(|a| a.family).collect();
+        let declared: BTreeSet<(String, ModelFamily)> = caps
+            .llm_architectures
+            .iter()
+            .map(|a| (a.format.to_string(), a.family))
+            .collect();
+        let mut registered = BTreeSet::new();
+        for a in ARCHITECTURES {
+            registered.insert((a.format.to_string(), a.family));
+            for name in a.names {
+                let family = ModelFamily::from_architecture(name);
+                assert!(
+                    caps.runs_llm(a.format, family),
+                    "{} `{name}` normalizes to {family}, which the contract does not declare for {}",
+                    a.format,
+                    a.format
+                );
+                registered.insert((a.format.to_string(), family));
+            }
+        }
         assert_eq!(registered, declared);
-        let formats: BTreeSet<String> = ARCHITECTURES.iter().map(|a| a.format.to_string()).collect();
-        let declared_formats: BTreeSet<String> = caps.formats.iter().map(|f| f.to_string()).collect();
-        assert_eq!(formats, declared_formats);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use artifacts_contract::{Distillation, ImageBase, ImageConfig};
+use artifacts_contract::{Distillation, ImageBase, ImageConfig, ImageVariant};
 use candle_core::{DType, Device, Tensor};
 use image::{GrayImage, RgbImage};
 
@@ -28,6 +28,7 @@ use crate::sd::tokenizer::ClipTokenizer;
 pub static BASE: BaseSpec = BaseSpec {
     name: "Flux.1 (schnell, dev)",
     bases: &[ImageBase::Flux],
+    variants: &[ImageVariant::Normal, ImageVariant::Inpaint],
     detect,
     load,
 };

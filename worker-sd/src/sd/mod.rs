@@ -14,7 +14,7 @@ pub mod vae;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use artifacts_contract::ImageBase;
+use artifacts_contract::{ImageBase, ImageVariant};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
@@ -35,6 +35,7 @@ use vae::{Vae, VaeConfig};
 pub static BASE: BaseSpec = BaseSpec {
     name: "Stable Diffusion 1.x/2.x",
     bases: &[ImageBase::Sd1, ImageBase::Sd2],
+    variants: &[ImageVariant::Normal, ImageVariant::Inpaint],
     detect,
     load,
 };

@@ -18,7 +18,7 @@ pub mod unet;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use artifacts_contract::{Distillation, ImageBase, ImageConfig};
+use artifacts_contract::{Distillation, ImageBase, ImageConfig, ImageVariant};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
@@ -80,6 +80,7 @@ impl From<SdxlError> for SdError {
 pub static BASE: BaseSpec = BaseSpec {
     name: "Stable Diffusion XL",
     bases: &[ImageBase::Sdxl],
+    variants: &[ImageVariant::Normal, ImageVariant::Inpaint],
     detect,
     load,
 };

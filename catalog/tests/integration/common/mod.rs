@@ -31,6 +31,12 @@ pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + messag
 /// The committed demo model `tests/fixtures/models/tiny-llama-chat.gguf`: llama metadata, a small
 /// vocabulary and a chat template, no tensors. Regenerate with `UPDATE_FIXTURES=1 cargo test -p catalog`.
 pub fn tiny_llama_gguf() -> Vec<u8> {
+    tiny_llama_gguf_declaring(0)
+}
+
+/// The same header declaring `tensor_count` tensors (their table is left out: the catalog reads only
+/// the metadata), for tests of what happens to a file a worker would be promised.
+pub fn tiny_llama_gguf_declaring(tensor_count: u64) -> Vec<u8> {
     let mut tokens: Vec<GgufValue> = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
         .iter()
         .map(|t| GgufValue::String(t.to_string()))
@@ -54,7 +60,7 @@ pub fn tiny_llama_gguf() -> Vec<u8> {
             ("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
             ("tokenizer.chat_template", GgufValue::String(CHATML.into())),
         ],
-        0,
+        tensor_count,
     )
 }
 
@@ -84,7 +90,7 @@ impl Env {
 
     pub fn run(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_catalog"));
-        cmd.arg("--home")
+        cmd.arg("--catalog-home")
             .arg(self.home.path())
             .args(args)
             .env("HF_ENDPOINT", &self.endpoint)
