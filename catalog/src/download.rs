@@ -353,7 +353,11 @@ fn link(blob: &Path, target: &Path) -> Result<(), DownloadError> {
 }
 
 /// Feeds a file's bytes to a hasher.
-fn hash_file_into(hasher: &mut Sha256, path: &Path) -> Result<(), DownloadError> {
+fn hash_file_into(
+    hasher: &mut Sha256,
+    path: &Path,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<(), DownloadError> {
     let mut f = File::open(path).map_err(io(path))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -362,13 +366,19 @@ fn hash_file_into(hasher: &mut Sha256, path: &Path) -> Result<(), DownloadError>
             return Ok(());
         }
         hasher.update(&buf[..n]);
+        on_bytes(n as u64);
     }
 }
 
 /// The lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, DownloadError> {
+    sha256_file_reporting(path, &mut |_| {})
+}
+
+/// The lower-case hex SHA-256 of a file; `on_bytes` hears of each chunk read, for a progress bar.
+pub fn sha256_file_reporting(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> Result<String, DownloadError> {
     let mut hasher = Sha256::new();
-    hash_file_into(&mut hasher, path)?;
+    hash_file_into(&mut hasher, path, on_bytes)?;
     Ok(hex(&hasher.finalize()))
 }
 
@@ -432,7 +442,7 @@ fn fetch_verified(
     };
     let mut out = if resp.status == 206 && have > 0 {
         // Hash what is already there, then append.
-        hash_file_into(&mut hasher, &partial)?;
+        hash_file_into(&mut hasher, &partial, &mut |_| {})?;
         OpenOptions::new()
             .append(true)
             .open(&partial)

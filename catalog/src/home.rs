@@ -2,7 +2,7 @@
 //!
 //! One function decides it, so the command line and the workers always open the same catalog:
 //! `CATALOG_HOME` when set, else `open-model-catalog` in the platform's data directory. The command's
-//! `--home` flag overrides both by passing a path to [`crate::Catalog::open`] directly.
+//! `--catalog-home` flag (the same in every binary) overrides both by passing a path to [`crate::Catalog::open`] directly.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,9 @@ pub const HOME_ENV: &str = "CATALOG_HOME";
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
     /// Neither `CATALOG_HOME` nor a platform data directory is available.
-    #[error("no catalog home: set CATALOG_HOME or pass --home DIR (this platform has no data directory)")]
+    #[error(
+        "no catalog home: set CATALOG_HOME or pass --catalog-home DIR (this platform has no data directory)"
+    )]
     NoDataDir,
 }
 

@@ -9,6 +9,7 @@
 //! - [`sources`]: HTTP clients for the Hub and CivitAI, and local files, feeding [`ingest`].
 //! - [`download`]: fetching, resuming and verifying files (HF cache layout for `hf:` entries).
 //! - [`resolve`]: absolute file paths of an available, compatible entry, for the workers.
+//! - [`ids`]: catalog ids as every binary reads them (`file:` ids relative or absolute are one entry).
 //! - [`ops`]: what the `catalog` command does (add, pull, verify, rm), as library calls.
 
 pub mod ingest;
@@ -19,6 +20,8 @@ mod test_entries;
 pub mod download;
 #[cfg(feature = "native")]
 pub mod home;
+#[cfg(feature = "native")]
+pub mod ids;
 #[cfg(feature = "native")]
 pub mod ops;
 #[cfg(feature = "native")]

@@ -20,8 +20,14 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "catalog", version, about)]
 struct Cli {
-    /// Catalog home (default: $CATALOG_HOME, else the platform data directory).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Catalog home (default: $CATALOG_HOME, else the platform data directory); the workers take the
+    /// same flag.
+    #[arg(
+        long = "catalog-home",
+        visible_alias = "home",
+        global = true,
+        value_name = "DIR"
+    )]
     home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -76,8 +82,9 @@ enum Command {
     },
     /// Search entries by id, name, author, family, base and tags.
     Search {
-        /// Words that must all appear.
-        text: String,
+        /// Words that must all appear (`catalog search tiny chat`).
+        #[arg(required = true, num_args = 1..)]
+        words: Vec<String>,
         /// Print a JSON array of contract entries.
         #[arg(long)]
         json: bool,
@@ -102,6 +109,9 @@ enum Command {
     Verify {
         /// The entry.
         id: String,
+        /// Print the entry, with its new status, as contract JSON (exit status 1 still means a failure).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove an entry, and its downloaded files unless --keep-files.
     Rm {
@@ -110,6 +120,9 @@ enum Command {
         /// Keep the downloaded files.
         #[arg(long)]
         keep_files: bool,
+        /// Print the removed entry as contract JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -168,17 +181,9 @@ impl<E: Into<OpsError>> From<E> for Failure {
     }
 }
 
-/// Reads an id argument; a path to a local file stands for its `file:` id.
+/// Reads an id argument; a path to a local file stands for its `file:` id, relative or absolute.
 fn id_arg(s: &str) -> Result<CatalogId, Failure> {
-    let id = ops::parse_source(s)?;
-    Ok(match id {
-        CatalogId::File { path } => CatalogId::File {
-            path: std::fs::canonicalize(&path)
-                .map(|p| p.display().to_string())
-                .unwrap_or(path),
-        },
-        other => other,
-    })
+    Ok(catalog::ids::normalize(ops::parse_source(s)?))
 }
 
 /// The stored entry an id argument names.
@@ -254,7 +259,10 @@ fn print_entry(e: &ModelEntry) {
     println!("  files:   {} ({})", e.files.len(), gib(e.size));
 }
 
-fn print_list(entries: &[ModelEntry]) {
+fn print_list(entries: &[ModelEntry], empty: &str) {
+    if entries.is_empty() {
+        eprintln!("{empty}");
+    }
     for e in entries {
         println!(
             "{:<50} {:<6} {:<28} {}",
@@ -316,7 +324,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out.flush()
                     .map_err(|e| Failure::Error(format!("cannot write the listing: {e}")))?;
             } else {
-                print_list(&catalog.list(&filter)?);
+                let all = filter.model_type.is_none() && filter.family.is_none() && filter.base.is_none();
+                let empty = if all {
+                    format!(
+                        "the catalog at {} is empty; add a model with `catalog add ID_OR_PATH`",
+                        catalog.home().display()
+                    )
+                } else {
+                    "no entry matches these filters".to_string()
+                };
+                print_list(&catalog.list(&filter)?, &empty);
             }
         }
         Command::Show { id, json } => {
@@ -327,12 +344,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print_entry(&entry)
             }
         }
-        Command::Search { text, json } => {
+        Command::Search { words, json } => {
+            let text = words.join(" ");
             if json {
                 let mut out = std::io::stdout().lock();
                 catalog.write_json(&Filter::default(), Some(&text), &mut out)?;
             } else {
-                print_list(&catalog.search(&text)?);
+                let empty = format!("no entry in the catalog matches \"{text}\"");
+                print_list(&catalog.search(&text)?, &empty);
             }
         }
         Command::Compat { id, json } => {
@@ -373,9 +392,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Verify { id } => {
+        Command::Verify { id, json } => {
             let entry = ops::verify(&catalog, &id_arg(&id)?)?;
+            if json {
+                print_json(&entry)?;
+            }
             match &entry.status {
+                artifacts_contract::ArtifactStatus::Available if json => {}
                 artifacts_contract::ArtifactStatus::Available => {
                     println!("{}: every file verified", entry.id)
                 }
@@ -390,9 +413,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Rm { id, keep_files } => {
+        Command::Rm { id, keep_files, json } => {
             let entry = ops::remove(&catalog, &sources_from_env(), &id_arg(&id)?, keep_files)?;
-            println!("removed {}", entry.id);
+            if json {
+                print_json(&entry)?;
+            } else {
+                println!("removed {}", entry.id);
+            }
         }
     }
     Ok(())

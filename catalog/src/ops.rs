@@ -191,15 +191,37 @@ pub fn pull(catalog: &Catalog, sources: &Sources, id: &CatalogId) -> Result<Mode
 /// Re-checks every file of an entry (size and SHA-256) and records the result as its status.
 pub fn verify(catalog: &Catalog, id: &CatalogId) -> Result<ModelEntry, OpsError> {
     let entry = get(catalog, id)?;
+    let local = entry.source == ModelSource::Local;
     let root = entry_root(&entry);
     let outcome = match &root {
+        None if local => Err(format!(
+            "{} is gone (moved or deleted); if it moved, run `catalog rm {id}` and `catalog add NEW_PATH`",
+            entry.path.as_deref().unwrap_or("its folder")
+        )),
         None => Err(format!("{id} has not been downloaded; run `catalog pull {id}`")),
         Some(root) => entry.files.iter().try_for_each(|f| {
             let path = root.join(&f.path);
-            if !path.is_file() {
-                return Err(format!("{} is missing; run `catalog pull {id}`", path.display()));
+            match (path.is_file(), local) {
+                (true, _) => {}
+                (false, true) => {
+                    return Err(format!(
+                        "{} is missing (moved or deleted?); if the model moved, run `catalog rm {id}` and \
+                         `catalog add NEW_PATH`",
+                        path.display()
+                    ));
+                }
+                (false, false) => {
+                    return Err(format!("{} is missing; run `catalog pull {id}`", path.display()));
+                }
             }
-            download::verify_file(&path, f).map_err(|e| e.to_string())
+            download::verify_file(&path, f).map_err(|e| match (e, local) {
+                (DownloadError::HashMismatch { file, .. }, true) => format!(
+                    "{file} changed since it was added (its SHA-256 differs); run `catalog add {}` to record \
+                     it as it is now",
+                    entry.path.as_deref().unwrap_or(&file)
+                ),
+                (e, _) => e.to_string(),
+            })
         }),
     };
     let status = match &outcome {

@@ -81,10 +81,13 @@ fn status_words(status: &artifacts_contract::ArtifactStatus) -> String {
     }
 }
 
-/// The folder an entry's relative file paths start from: its `path`, or the parent of a single-file path.
+/// The folder an entry's relative file paths start from: its `path`, or the parent of a single-file path
+/// (also when that file has gone, so a moved file is reported at its real path).
 pub fn entry_root(entry: &ModelEntry) -> Option<PathBuf> {
     let path = PathBuf::from(entry.path.as_ref()?);
-    if path.is_file() {
+    let names_its_one_file =
+        matches!(entry.files.as_slice(), [one] if path.file_name().is_some_and(|n| n == one.path.as_str()));
+    if path.is_file() || (names_its_one_file && !path.is_dir()) {
         path.parent().map(Path::to_path_buf)
     } else {
         Some(path)

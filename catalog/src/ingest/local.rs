@@ -29,7 +29,7 @@ pub struct LocalFile {
 /// The layouts of a local folder the catalog understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FolderLayout {
-    /// A diffusers pipeline (`model_index.json`).
+    /// A diffusers pipeline (`model_index.json`, or a `unet/` or `transformer/` config).
     Diffusers,
     /// A transformers-style model (`config.json` beside safetensors).
     HfModel,
@@ -62,7 +62,8 @@ pub fn plan_folder(folder: &str, listing: &[LocalFile]) -> Result<FolderPlan, In
             .filter(|f| !f.path.contains('/') && f.path.to_ascii_lowercase().ends_with(ext))
             .collect()
     };
-    if has("model_index.json") {
+    // A pipeline saved component by component may lack `model_index.json`; its denoiser's config marks it.
+    if has("model_index.json") || has("unet/config.json") || has("transformer/config.json") {
         return Ok(FolderPlan {
             layout: FolderLayout::Diffusers,
             metadata_files,

@@ -169,14 +169,7 @@ impl SafetensorsHeader {
             }
             return None;
         }
-        let context = self.shape_of("attn2.to_k.weight").and_then(|s| s.get(1)).copied();
-        let (base, refiner) = match context? {
-            768 => (ImageBase::Sd1, false),
-            1024 => (ImageBase::Sd2, false),
-            2048 => (ImageBase::Sdxl, false),
-            1280 => (ImageBase::Sdxl, true),
-            _ => (ImageBase::Other, false),
-        };
+        let (base, refiner) = self.unet_generation()?;
         let mut c = ImageConfig::new(base);
         let in_channels = self
             .tensors
@@ -191,6 +184,39 @@ impl SafetensorsHeader {
             ImageVariant::Normal
         };
         Some(c)
+    }
+
+    /// Which generation a UNet checkpoint is, and whether it is an SDXL refiner.
+    ///
+    /// As InvokeAI's probe does, the text encoders bundled in a single file decide first (their key
+    /// prefixes differ per generation whatever the model's size, so tiny test models read right too);
+    /// the UNet's own layout next (SDXL's `label_emb`/`add_embedding` for its size and crop ids); the
+    /// cross-attention width (the text encoder's width) last, for a UNet saved alone.
+    fn unet_generation(&self) -> Option<(ImageBase, bool)> {
+        let context = self.shape_of("attn2.to_k.weight").and_then(|s| s.get(1)).copied();
+        if self.has("conditioner.embedders.1.") {
+            return Some((ImageBase::Sdxl, false));
+        }
+        if self.has("conditioner.embedders.0.model.") {
+            // The refiner conditions on OpenCLIP bigG alone.
+            return Some((ImageBase::Sdxl, true));
+        }
+        if self.has("cond_stage_model.model.") {
+            return Some((ImageBase::Sd2, false));
+        }
+        if self.has("cond_stage_model.transformer.") {
+            return Some((ImageBase::Sd1, false));
+        }
+        if self.has("diffusion_model.label_emb.") || self.has("add_embedding.linear_1.") {
+            return Some((ImageBase::Sdxl, context == Some(1280)));
+        }
+        Some(match context? {
+            768 => (ImageBase::Sd1, false),
+            1024 => (ImageBase::Sd2, false),
+            2048 => (ImageBase::Sdxl, false),
+            1280 => (ImageBase::Sdxl, true),
+            _ => (ImageBase::Other, false),
+        })
     }
 
     fn recognize_llm(&self, config_json: Option<&serde_json::Value>) -> Option<LlmConfig> {
@@ -321,6 +347,48 @@ mod tests {
             (ImageBase::Sdxl, ImageVariant::Refiner)
         );
         assert_eq!(image(&unet(768, 9)).variant, ImageVariant::Inpaint);
+    }
+
+    #[test]
+    fn bundled_text_encoders_name_the_generation_whatever_the_width() {
+        let single_file = |extra: &[&str]| {
+            let mut tensors: Vec<(&str, &str, &[u64])> = vec![
+                (
+                    "model.diffusion_model.input_blocks.0.0.weight",
+                    "F16",
+                    &[32, 4, 3, 3],
+                ),
+                (
+                    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+                    "F16",
+                    &[32, 16],
+                ),
+            ];
+            tensors.extend(extra.iter().map(|k| (*k, "F16", &[4u64][..])));
+            image(&parse_header(&write_header(&tensors, &[])).unwrap())
+        };
+        let sd1 = single_file(&["cond_stage_model.transformer.text_model.final_layer_norm.weight"]);
+        assert_eq!((sd1.base, sd1.variant), (ImageBase::Sd1, ImageVariant::Normal));
+        let sd2 = single_file(&["cond_stage_model.model.ln_final.weight"]);
+        assert_eq!(sd2.base, ImageBase::Sd2);
+        let sdxl = single_file(&[
+            "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
+            "conditioner.embedders.1.model.ln_final.weight",
+            "model.diffusion_model.label_emb.0.0.weight",
+        ]);
+        assert_eq!((sdxl.base, sdxl.variant), (ImageBase::Sdxl, ImageVariant::Normal));
+        let refiner = single_file(&["conditioner.embedders.0.model.ln_final.weight"]);
+        assert_eq!(
+            (refiner.base, refiner.variant),
+            (ImageBase::Sdxl, ImageVariant::Refiner)
+        );
+        let unet_alone = single_file(&["model.diffusion_model.label_emb.0.0.weight"]);
+        assert_eq!(unet_alone.base, ImageBase::Sdxl);
+        assert_eq!(
+            single_file(&[]).base,
+            ImageBase::Other,
+            "a bare tiny UNet says nothing"
+        );
     }
 
     #[test]

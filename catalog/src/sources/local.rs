@@ -79,8 +79,52 @@ fn list(root: &Path, dir: &Path, depth: usize, out: &mut Vec<LocalFile>) -> Resu
     Ok(())
 }
 
-/// Describes a local file or folder; the entry's id is `file:` plus the absolute path.
+/// Files at least this large get a progress bar while they are hashed (on a terminal).
+const PROGRESS_BYTES: u64 = 64 << 20;
+
+/// Describes a local file or folder and records each file's SHA-256, so `catalog verify` notices a
+/// changed byte later; the entry's id is `file:` plus the absolute path.
 pub fn entry_from_path(path: &Path, now: DateTime<Utc>) -> Result<ModelEntry, SourceError> {
+    let mut entry = describe_path(path, now)?;
+    hash_files(&mut entry)?;
+    Ok(entry)
+}
+
+/// Fills in the SHA-256 of every file of a local entry, with a progress bar for large files on a
+/// terminal.
+fn hash_files(entry: &mut ModelEntry) -> Result<(), SourceError> {
+    use std::io::IsTerminal;
+    let Some(root) = crate::resolve::entry_root(entry) else {
+        return Ok(());
+    };
+    let total: u64 = entry.files.iter().filter_map(|f| f.size).sum();
+    let bar = if total >= PROGRESS_BYTES && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("hashing {msg} {bar:30} {bytes}/{total_bytes} eta {eta}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message(entry.id.to_string());
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    for f in &mut entry.files {
+        if !is_safe_relative_path(&f.path) {
+            continue;
+        }
+        let path = root.join(&f.path);
+        let sha = crate::download::sha256_file_reporting(&path, &mut |n| bar.inc(n))
+            .map_err(|e| SourceError::io(&path, std::io::Error::other(e.to_string())))?;
+        f.sha256 = Some(sha);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Describes a local file or folder from its headers and metadata files (no hashing).
+fn describe_path(path: &Path, now: DateTime<Utc>) -> Result<ModelEntry, SourceError> {
     let abs: PathBuf = std::fs::canonicalize(path).map_err(|e| SourceError::io(path, e))?;
     let shown = abs.display().to_string();
     let id = CatalogId::File { path: shown.clone() };

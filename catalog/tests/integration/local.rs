@@ -39,8 +39,12 @@ fn adding_a_local_gguf_reads_its_metadata() {
         env.ok(&["show", path.to_str().unwrap()])
             .contains("chat template: yes")
     );
+    // It holds no tensors: no worker is promised it, and the reason says why.
     let compat = env.ok(&["compat", &entry.id.to_string()]);
-    assert!(compat.contains("worker-llm: yes"), "{compat}");
+    assert!(
+        compat.contains("worker-llm: no: the file holds no weights"),
+        "{compat}"
+    );
     assert!(
         compat.contains("worker-sd: no: worker-sd runs image models"),
         "{compat}"
@@ -229,4 +233,77 @@ fn diffusers_and_hf_style_folders_are_catalogued_in_place() {
     // Removing a local entry never deletes the user's files.
     env.ok(&["rm", llm.to_str().unwrap()]);
     assert!(llm.join("model.safetensors").is_file());
+}
+
+#[test]
+fn a_local_file_is_hashed_so_verify_notices_a_changed_byte_and_a_moved_file() {
+    let server = Server::start();
+    let env = Env::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.gguf");
+    let bytes = tiny_llama_gguf();
+    std::fs::write(&path, &bytes).unwrap();
+    let entry: ModelEntry =
+        serde_json::from_str(&env.ok(&["add", path.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(
+        entry.files[0].sha256.as_deref(),
+        Some(crate::common::sha256(&bytes).as_str())
+    );
+    let id = entry.id.to_string();
+    let verified: ModelEntry = serde_json::from_str(&env.ok(&["verify", &id, "--json"])).unwrap();
+    assert!(verified.status.is_available());
+
+    // One byte changed, same size: only the hash can tell.
+    let mut changed = bytes.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    std::fs::write(&path, &changed).unwrap();
+    let err = env.fails(&["verify", &id]);
+    assert!(
+        err.contains("changed since it was added")
+            && err.contains(&format!("catalog add {}", path.display())),
+        "{err}"
+    );
+
+    // Moved away: named at its real path, with the commands that fix it (not `catalog pull`).
+    std::fs::rename(&path, dir.path().join("elsewhere.gguf")).unwrap();
+    let err = env.fails(&["verify", &id]);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("catalog rm {id}")) && err.contains("catalog add NEW_PATH"),
+        "{err}"
+    );
+    assert!(!err.contains("catalog pull"), "{err}");
+}
+
+#[test]
+fn search_takes_several_words_and_empty_answers_say_so() {
+    let server = Server::start();
+    let env = Env::new(&server);
+    let empty = env.run(&["list"]);
+    assert_eq!(empty.code, 0);
+    assert!(
+        empty.stderr.contains("is empty; add a model with `catalog add"),
+        "{}",
+        empty.stderr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-chat.gguf");
+    std::fs::write(&path, tiny_llama_gguf()).unwrap();
+    env.ok(&["add", path.to_str().unwrap()]);
+    let found = env.ok(&["search", "tiny", "chat"]);
+    assert!(found.contains("tiny-chat.gguf"), "{found}");
+    let none = env.run(&["search", "tiny", "zebra"]);
+    assert_eq!((none.code, none.stdout.as_str()), (0, ""));
+    assert!(
+        none.stderr
+            .contains("no entry in the catalog matches \"tiny zebra\""),
+        "{}",
+        none.stderr
+    );
+    let removed: ModelEntry =
+        serde_json::from_str(&env.ok(&["rm", path.to_str().unwrap(), "--json"])).unwrap();
+    assert!(removed.id.to_string().ends_with("tiny-chat.gguf"));
+    assert!(env.entries().is_empty());
+    assert!(path.is_file(), "a local entry's file is the user's: rm keeps it");
 }
