@@ -1,4 +1,4 @@
-//! The dtype unquantized weights use on a device; parsing `--device` is `worker_runtime::parse_device`.
+//! The dtype unquantized weights use on a device; parsing `--device` is `worker_model::parse_device`.
 
 use candle_core::{DType, Device};
 

@@ -7,7 +7,7 @@ use catalog::Catalog;
 
 use crate::error::Result;
 use crate::files::ModelFiles;
-use worker_runtime::device_kind;
+use worker_model::device_kind;
 
 /// The files of catalog entry `id`, checked against what this worker runs on `device`.
 pub fn model_files(catalog: &Catalog, id: &CatalogId, device: &Device) -> Result<ModelFiles> {

@@ -6,9 +6,8 @@
 //! when full, cancellation when a client leaves, one error type with one mapping to HTTP, `/health`,
 //! `/ready`, Prometheus `/metrics`, an optional API key, a body limit, graceful SIGTERM, and the
 //! orchestrator's ready callback and heartbeat. It depends on `artifacts-contract` (for
-//! [`WorkerKind`](artifacts_contract::WorkerKind) and [`DeviceKind`](artifacts_contract::DeviceKind)), on
-//! the catalog and Candle only for the flags every worker shares ([`ModelArgs`], `--device`), and knows
-//! nothing of text or images.
+//! [`WorkerKind`](artifacts_contract::WorkerKind) and [`DeviceKind`](artifacts_contract::DeviceKind)) and
+//! knows nothing of models, text or images: choosing a model and a device is `worker-model`'s.
 //!
 //! A worker's `serve` command, in outline:
 //!
@@ -22,23 +21,19 @@
 
 pub mod args;
 pub mod backend;
-pub mod device;
 pub mod error;
 pub mod events;
 pub mod extract;
 mod job;
 mod lifecycle;
 mod metrics;
-pub mod model_args;
 pub mod server;
 
 pub use args::ServeArgs;
 pub use backend::{Backend, Finish, JobContext, MemoryUsage};
-pub use device::{DeviceError, device_kind, parse_device};
 pub use error::WorkerError;
 pub use events::{Counts, Event, JobMetrics, StopReason, sse_response};
 pub use extract::{JsonBody, parse_json};
 pub use job::{Completed, JobStream};
 pub use lifecycle::{block_on, init_tracing, terminate_signal};
-pub use model_args::{ModelArgs, ModelArgsError, ModelOrigin};
 pub use server::{Runtime, ServeError, Server, WorkerInfo};

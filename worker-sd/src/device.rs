@@ -1,4 +1,4 @@
-//! The dtype the models run in on a device; parsing `--device` is `worker_runtime::parse_device`.
+//! The dtype the models run in on a device; parsing `--device` is `worker_model::parse_device`.
 
 use candle_core::{DType, Device};
 

@@ -11,6 +11,9 @@ use crate::error::{Result, SdError};
 use crate::pipeline::{LoadOptions, ModelSource};
 use crate::request::Defaults;
 
+/// The folders of a diffusers pipeline that hold its denoiser.
+const DENOISER_FOLDERS: &[&str] = &["unet", "transformer"];
+
 /// The files of catalog entry `id` and the load options its config implies; `options` brings the
 /// device and dtype.
 pub fn resolve(
@@ -28,13 +31,22 @@ pub fn resolve(
         ));
     };
     let root = &resolved.root;
-    let source = if root.is_dir() && (root.join("model_index.json").is_file() || root.join("unet").is_dir()) {
+    // The entry's own file list and roles decide, not a look at the disk: a diffusers folder is one whose
+    // files include its components, and its `vae/` is part of it; a VAE file outside `vae/` (CivitAI
+    // ships them beside a checkpoint) replaces the model's, as `--vae` does.
+    let in_component = |path: &str, component: &str| path.split('/').next() == Some(component);
+    let diffusers = resolved.entry.files.iter().any(|f| {
+        f.path == "model_index.json"
+            || DENOISER_FOLDERS
+                .iter()
+                .any(|c| in_component(&f.path, c) && f.role == FileRole::Weights)
+    });
+    let source = if diffusers {
         ModelSource::Diffusers(root.clone())
     } else {
         let weights = resolved.paths_with_role(FileRole::Weights);
         let path = match weights.as_slice() {
             [one] => one.to_path_buf(),
-            [] if root.is_file() => root.clone(),
             _ => {
                 return Err(SdError::layout(
                     root,
@@ -48,9 +60,10 @@ pub fn resolve(
         ModelSource::SingleFile { path, config: None }
     };
     let vae = resolved
-        .paths_with_role(FileRole::Vae)
-        .first()
-        .map(|p| p.to_path_buf());
+        .files
+        .iter()
+        .find(|(f, _)| f.role == FileRole::Vae && !(diffusers && in_component(&f.path, "vae")))
+        .map(|(_, path)| path.clone());
     Ok((
         source,
         LoadOptions {

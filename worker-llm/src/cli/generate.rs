@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use worker_llm::{ChatMessage, GenerationParams, Prompt, Role};
 
-use worker_runtime::ModelArgs;
+use worker_model::ModelArgs;
 
 /// Flags of `generate`; sampling flags carry the OpenAI field names.
 #[derive(clap::Args, Debug)]

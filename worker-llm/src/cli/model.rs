@@ -1,9 +1,9 @@
-//! Following the shared model flags (`worker_runtime::ModelArgs`) to a model's files and a device.
+//! Following the shared model flags (`worker_model::ModelArgs`) to a model's files and a device.
 
 use anyhow::Context;
 use candle_core::Device;
 use worker_llm::{Engine, ModelFiles};
-use worker_runtime::{ModelArgs, ModelOrigin};
+use worker_model::{ModelArgs, ModelOrigin};
 
 /// Opens the device, finds the files and loads the model.
 pub fn load(args: &ModelArgs) -> anyhow::Result<Engine> {

@@ -6,7 +6,7 @@ use worker_llm::serve::LlmBackend;
 use worker_llm::serve::bench::{self, BenchOptions};
 use worker_runtime::ServeArgs;
 
-use worker_runtime::ModelArgs;
+use worker_model::ModelArgs;
 
 /// Flags of `serve`: the model, then the flags every worker shares.
 #[derive(clap::Args, Debug)]
@@ -21,7 +21,7 @@ pub struct ServeCommand {
 pub fn run(args: ServeCommand) -> anyhow::Result<()> {
     worker_runtime::init_tracing();
     let (model_id, files, device) = super::model::resolve(&args.model)?;
-    let kind = worker_runtime::device_kind(&device);
+    let kind = worker_model::device_kind(&device);
     let load = move || LlmBackend::load(&files, &device);
     worker_runtime::block_on(worker_llm::serve::serve(args.serve, &model_id, kind, load))
         .with_context(|| format!("serving {model_id}"))
@@ -46,7 +46,7 @@ pub struct BenchCommand {
 /// Times the same greedy generation in process and through a loopback server, and prints both.
 pub fn bench(args: BenchCommand) -> anyhow::Result<()> {
     let (model_id, files, device) = super::model::resolve(&args.model)?;
-    let kind = worker_runtime::device_kind(&device);
+    let kind = worker_model::device_kind(&device);
     let backend = LlmBackend::load(&files, &device).with_context(|| format!("loading {model_id}"))?;
     let options = BenchOptions {
         prompt: args.prompt,

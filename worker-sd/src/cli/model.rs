@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use worker_runtime::{ModelOrigin, device_kind};
+use worker_model::{ModelOrigin, device_kind};
 use worker_sd::device::default_dtype;
 use worker_sd::pipeline::{ImagePipeline, LoadOptions, ModelSource};
 
@@ -13,7 +13,7 @@ use worker_sd::pipeline::{ImagePipeline, LoadOptions, ModelSource};
 pub struct SdModelArgs {
     /// The model (a catalog id, or a diffusers folder or single-file `.safetensors` checkpoint) and device.
     #[command(flatten)]
-    pub shared: worker_runtime::ModelArgs,
+    pub shared: worker_model::ModelArgs,
     /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer describe it.
     #[arg(long)]
     pub config_folder: Option<PathBuf>,

@@ -2,7 +2,8 @@
 //! routes through `worker-runtime`.
 
 use artifacts_contract::WorkerKind;
-use worker_runtime::{ServeArgs, Server, WorkerError, WorkerInfo, device_kind};
+use worker_model::device_kind;
+use worker_runtime::{ServeArgs, Server, WorkerError, WorkerInfo};
 use worker_sd::server::{SdBackend, routes};
 
 use super::model::SdModelArgs;

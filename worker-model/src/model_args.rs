@@ -86,6 +86,7 @@ impl ModelArgs {
                             id: id.clone(),
                             reason: e.to_string(),
                         })?;
+                let parsed = catalog::ids::normalize(parsed);
                 let catalog = match &self.catalog_home {
                     Some(home) => Catalog::open(home)?,
                     None => Catalog::open_default()?,
