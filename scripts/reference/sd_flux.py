@@ -2,7 +2,7 @@
 
 Run once (not in CI) from the repository root:
 
-    nice -n 10 /work/venv-ref/bin/python scripts/reference/sd_flux.py
+    nice -n 10 "$(bash scripts/reference/venv.sh)" scripts/reference/sd_flux.py
 
 Pinned: diffusers==0.42.1, transformers==5.23.0, tokenizers==0.23.3 (also recorded in reference.json),
 torch==2.15.0, CPU, float32, seed 0. Writes tests/fixtures/sd/tiny-flux/:

@@ -2,7 +2,7 @@
 
 Run once (not in CI) from the repository root:
 
-    nice -n 10 /work/venv-ref/bin/python scripts/reference/sd_schedulers.py
+    nice -n 10 "$(bash scripts/reference/venv.sh)" scripts/reference/sd_schedulers.py
 
 Pinned: diffusers==0.42.1, torch==2.15.0 (CPU, float32). The output,
 tests/fixtures/sd/schedulers.json, is committed; worker-sd/tests/schedulers.rs compares against it.

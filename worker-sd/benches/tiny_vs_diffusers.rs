@@ -8,7 +8,7 @@
 //!
 //! Same settings on both sides: prompt "a red cat", CFG 7.5, Euler, 20 steps, CPU, float32; best of 3
 //! runs after a warm-up; per step = (20-step time - 1-step time) / 19. The diffusers side runs
-//! `scripts/reference/sd_bench_diffusers.py` with `REF_PYTHON` (default `/work/venv-ref/bin/python`);
+//! `scripts/reference/sd_bench_diffusers.py` with `REF_PYTHON` (default: the Python `bash scripts/reference/venv.sh` makes);
 //! without it only worker-sd's figures print. `BENCH_THREADS=N` gives both sides N threads (candle via
 //! `RAYON_NUM_THREADS`, torch via `set_num_threads`); on a busy machine use 1.
 
@@ -53,7 +53,18 @@ fn best(pipeline: &dyn ImagePipeline, size: u32, steps: u32, runs: usize) -> f64
 }
 
 fn diffusers(fixture: &str) -> Vec<serde_json::Value> {
-    let python = std::env::var("REF_PYTHON").unwrap_or_else(|_| "/work/venv-ref/bin/python".into());
+    let python = std::env::var("REF_PYTHON").unwrap_or_else(|_| {
+        let venv = root().join("scripts/reference/venv.sh");
+        let out = std::process::Command::new("bash")
+            .arg(venv)
+            .output()
+            .expect("bash runs scripts/reference/venv.sh");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("python3")
+            .to_string()
+    });
     let script = root().join("scripts/reference/sd_bench_diffusers.py");
     let args: Vec<String> = CASES
         .iter()
