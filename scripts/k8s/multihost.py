@@ -78,7 +78,7 @@ def main():
     ap.add_argument("--worker", required=True, help="the worker-llm binary")
     ap.add_argument("--model-path", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--requests", type=int, default=96)
+    ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--deadline", type=float, default=330, help="seconds for the whole load phase")
