@@ -13,6 +13,10 @@ bash scripts/ts-deps.sh
 
 cargo test --workspace --locked
 
+# The Kubernetes deployment (deploy/): every overlay rendered, validated and run as written; the
+# multi-host test behind HAProxy; the binaries in a chroot of the CPU image's base (see scripts/k8s/).
+bash scripts/k8s/test.sh
+
 if [ -f ts/package.json ]; then
   bash scripts/build-wasm.sh
   (cd ts && npm test)
