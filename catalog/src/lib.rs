@@ -10,6 +10,7 @@
 //! - [`download`]: fetching, resuming and verifying files (HF cache layout for `hf:` entries).
 //! - [`resolve`]: absolute file paths of an available, compatible entry, for the workers.
 //! - [`ops`]: what the `catalog` command does (add, pull, verify, rm), as library calls.
+//! - [`serve`]: `catalog serve`, the HTTP API and web UI over all of the above.
 
 pub mod ingest;
 #[cfg(all(test, feature = "native"))]
@@ -23,6 +24,8 @@ pub mod home;
 pub mod ops;
 #[cfg(feature = "native")]
 pub mod resolve;
+#[cfg(feature = "native")]
+pub mod serve;
 #[cfg(feature = "native")]
 pub mod sources;
 #[cfg(feature = "native")]
