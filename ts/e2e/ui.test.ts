@@ -273,6 +273,8 @@ test("chat with worker-llm: the answer streams in, with tokens per second", asyn
   await page.waitForSelector(".worker.ok");
   await page.fill("textarea[name=message]", "What is the capital of France?");
   await page.fill("input[name=maxTokens]", "24");
+  // Greedy, so the answer is the model's most likely one.
+  await page.fill("input[name=temperature]", "0");
   await page.press("textarea[name=message]", "Enter");
   await page.waitForSelector(".chat-log li.assistant[data-done=true]", { timeout: 60_000 });
   const answer = (await page.locator('[data-field="answer"]').textContent()) ?? "";

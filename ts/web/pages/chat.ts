@@ -45,10 +45,11 @@ export async function chatPage(ctx: Context, view: HTMLElement): Promise<void> {
   const log = h("ol", { class: "chat-log", "aria-label": "Conversation", "aria-live": "polite" });
   const input = h("textarea", { name: "message", rows: "3", "aria-label": "Message", placeholder: "Ask something (Enter sends, Shift+Enter for a new line)" });
   const maxTokens = h("input", { type: "number", name: "maxTokens", min: "1", max: "4096", value: "128", "aria-label": "Max tokens" });
+  const temperature = h("input", { type: "number", name: "temperature", min: "0", max: "2", step: "0.1", value: "0.7", "aria-label": "Temperature" });
   const send = h("button", { type: "submit" }, "Send");
   const stop = h("button", { type: "button", class: "secondary", disabled: "" }, "Stop");
   const stats = h("p", { class: "stats", "data-field": "stats" });
-  const form = h("form", { class: "chat-form" }, input, h("div", { class: "row" }, h("label", {}, "Max tokens ", maxTokens), send, stop));
+  const form = h("form", { class: "chat-form" }, input, h("div", { class: "row" }, h("label", {}, "Max tokens ", maxTokens), h("label", {}, "Temperature ", temperature), send, stop));
   const messages: Message[] = [];
   let abort: AbortController | undefined;
   input.addEventListener("keydown", (e) => {
@@ -86,6 +87,7 @@ export async function chatPage(ctx: Context, view: HTMLElement): Promise<void> {
           stream: true,
           stream_options: { include_usage: true },
           max_tokens: Number(maxTokens.value) || 128,
+          temperature: Number(temperature.value),
         }),
       });
       if (!resp.ok) throw new Error(await errorText(resp));
