@@ -16,7 +16,7 @@ if [ -f ts/package.json ]; then
   bash scripts/build-wasm.sh
   (cd ts && npm test)
   # The web UI as a person uses it: Playwright in Debian's chromium (installed when missing) against
-  # `catalog serve`, a fake Hub, worker-llm on SmolLM2 and worker-sd on the tiny fixture pipeline.
-  cargo build --locked -p catalog -p worker-llm -p worker-sd
+  # `catalog serve`, a fake Hub, worker-llm on SmolLM2 and worker-sd on the tiny fixture pipeline. The
+  # binaries are the ones `cargo test --workspace` built above (their integration tests run them).
   (cd ts && npm run test:e2e)
 fi
