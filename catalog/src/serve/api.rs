@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, blocking};
 use crate::ops::{self, AddOptions};
+use crate::sources::SourceError;
 use crate::store::Filter;
 
 /// `?id=` of the routes about one entry.
@@ -31,6 +32,7 @@ pub struct ListQuery {
     q: Option<String>,
 }
 
+/// `GET /api/entries`: the stored entries, of one type or matching words.
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -59,6 +61,7 @@ pub async fn list(
     .await
 }
 
+/// `GET /api/entry?id=`: one stored entry.
 pub async fn show(
     State(state): State<AppState>,
     Query(q): Query<IdQuery>,
@@ -87,6 +90,7 @@ pub struct AddBody {
     allow_pickle: bool,
 }
 
+/// `POST /api/entries`: describes a source and stores the entry, without its files.
 pub async fn add(
     State(state): State<AppState>,
     Json(body): Json<AddBody>,
@@ -107,6 +111,7 @@ pub async fn add(
     .await
 }
 
+/// `POST /api/verify?id=`: re-checks the files; the result is the entry's status.
 pub async fn verify(
     State(state): State<AppState>,
     Query(q): Query<IdQuery>,
@@ -133,6 +138,7 @@ pub struct Removed {
     freed_bytes: u64,
 }
 
+/// `DELETE /api/entry?id=&keepFiles=`: removes an entry (and its downloaded files), saying what it freed.
 pub async fn remove(
     State(state): State<AppState>,
     Query(q): Query<RemoveQuery>,
@@ -186,36 +192,34 @@ pub struct SearchQuery {
     limit: Option<u32>,
 }
 
-pub async fn search_hf(
-    State(state): State<AppState>,
-    Query(q): Query<SearchQuery>,
-) -> Result<Json<Vec<ModelEntry>>, ApiError> {
+/// A source's search, as the sources' clients answer it.
+type SearchFn = fn(&ops::Sources, &str, u32) -> Result<Vec<ModelEntry>, SourceError>;
+
+async fn search(state: AppState, q: SearchQuery, run: SearchFn) -> Result<Json<Vec<ModelEntry>>, ApiError> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     blocking(move || {
-        let found = state
-            .inner
-            .sources
-            .hf
-            .search(&q.q, limit, ops::now())
-            .map_err(ops::OpsError::from)?;
-        Ok(Json(found))
+        Ok(Json(
+            run(&state.inner.sources, &q.q, limit).map_err(ops::OpsError::from)?,
+        ))
     })
     .await
 }
 
+/// `GET /api/search/hf?q=`: the Hub's search.
+pub async fn search_hf(
+    State(state): State<AppState>,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Vec<ModelEntry>>, ApiError> {
+    search(state, q, |s, text, limit| s.hf.search(text, limit, ops::now())).await
+}
+
+/// `GET /api/search/civitai?q=`: CivitAI's search.
 pub async fn search_civitai(
     State(state): State<AppState>,
     Query(q): Query<SearchQuery>,
 ) -> Result<Json<Vec<ModelEntry>>, ApiError> {
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    blocking(move || {
-        let found = state
-            .inner
-            .sources
-            .civitai
-            .search(&q.q, limit, ops::now())
-            .map_err(ops::OpsError::from)?;
-        Ok(Json(found))
+    search(state, q, |s, text, limit| {
+        s.civitai.search(text, limit, ops::now())
     })
     .await
 }
