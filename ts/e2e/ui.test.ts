@@ -266,6 +266,10 @@ test("the pages work with the keyboard alone", async () => {
   await page.waitForSelector("#detail:not([hidden]) h2");
   await page.waitForFunction(() => document.activeElement?.tagName === "H2");
   assert.equal(await page.locator("#detail h2").textContent(), "tiny-llama-chat-GGUF");
+  await page.setViewportSize({ width: 400, height: 800 });
+  await noHorizontalScroll();
+  await shot("discover-400px");
+  await page.setViewportSize({ width: 1100, height: 900 });
 });
 
 test("chat with worker-llm: the answer streams in, with tokens per second", async () => {
