@@ -11,6 +11,7 @@
 //! - [`resolve`]: absolute file paths of an available, compatible entry, for the workers.
 //! - [`ids`]: catalog ids as every binary reads them (`file:` ids relative or absolute are one entry).
 //! - [`ops`]: what the `catalog` command does (add, pull, verify, rm), as library calls.
+//! - [`serve`]: `catalog serve`, the HTTP API and web UI over all of the above.
 
 pub mod ingest;
 #[cfg(all(test, feature = "native"))]
@@ -26,6 +27,8 @@ pub mod ids;
 pub mod ops;
 #[cfg(feature = "native")]
 pub mod resolve;
+#[cfg(feature = "native")]
+pub mod serve;
 #[cfg(feature = "native")]
 pub mod sources;
 #[cfg(feature = "native")]

@@ -113,6 +113,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the catalog's HTTP API and web UI (http://127.0.0.1:8765/ by default).
+    Serve(catalog::serve::ServeArgs),
     /// Remove an entry, and its downloaded files unless --keep-files.
     Rm {
         /// The entry.
@@ -412,6 +414,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     )));
                 }
             }
+        }
+        Command::Serve(args) => {
+            catalog::serve::run(catalog.home(), sources_from_env(), args).map_err(Failure::Error)?
         }
         Command::Rm { id, keep_files, json } => {
             let entry = ops::remove(&catalog, &sources_from_env(), &id_arg(&id)?, keep_files)?;

@@ -160,6 +160,17 @@ fn get(catalog: &Catalog, id: &CatalogId) -> Result<ModelEntry, OpsError> {
 /// Downloads an entry's files, recording progress so an interruption leaves a resumable status, and
 /// marks it available only when every file verified.
 pub fn pull(catalog: &Catalog, sources: &Sources, id: &CatalogId) -> Result<ModelEntry, OpsError> {
+    pull_with_progress(catalog, sources, id, &mut |_| {})
+}
+
+/// [`pull`], telling `on_progress` the bytes on disk over all files after each chunk (how
+/// `catalog serve` streams a pull's progress).
+pub fn pull_with_progress(
+    catalog: &Catalog,
+    sources: &Sources,
+    id: &CatalogId,
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<ModelEntry, OpsError> {
     let entry = get(catalog, id)?;
     if entry.source == ModelSource::Local {
         return verify(catalog, id);
@@ -175,7 +186,10 @@ pub fn pull(catalog: &Catalog, sources: &Sources, id: &CatalogId) -> Result<Mode
         };
         e.updated_at = now();
     })?;
-    let result = downloader.download(&entry, &mut |n| downloaded = n);
+    let result = downloader.download(&entry, &mut |n| {
+        downloaded = n;
+        on_progress(n);
+    });
     let status = download::status_after(&result, downloaded, total);
     let updated = catalog.update(id, |e| {
         e.status = status;

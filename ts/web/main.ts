@@ -1,103 +1,84 @@
-// The catalog web UI: search HuggingFace or CivitAI through the wasm package, list the results, and
-// show one model with the fields of its type and which of our workers can run it.
+// The catalog web UI, served by `catalog serve`: Library, Discover, a model's page, Try it (chat and
+// image) and Settings, one hash route each (`#/library`, `#/model/ID`...), usable with the keyboard.
 
-import { initCatalog, type Catalog, type ModelEntry } from "../src/browser.js";
+import { CatalogApi } from "./api.js";
+import type { Context } from "./context.js";
 import { byId } from "./dom.js";
-import { fillForm, loadSettings, readForm, saveSettings, type Settings } from "./settings.js";
-import { detailView, resultItem } from "./views.js";
+import { chatPage } from "./pages/chat.js";
+import { discoverPage } from "./pages/discover.js";
+import { imagePage } from "./pages/image.js";
+import { libraryPage } from "./pages/library.js";
+import { modelPage } from "./pages/model.js";
+import { settingsPage } from "./pages/settings.js";
+import { loadSettings, loadToken } from "./settings.js";
 
-const searchForm = byId("search-form", HTMLFormElement);
-const settingsForm = byId("settings-form", HTMLFormElement);
-const status = byId("status", HTMLParagraphElement);
+const view = byId("view", HTMLElement);
+const statusLine = byId("status", HTMLParagraphElement);
 const errorBox = byId("error", HTMLParagraphElement);
-const results = byId("results", HTMLUListElement);
-const detail = byId("detail", HTMLElement);
+const url = new URL(window.location.href);
 
-let settings: Settings = loadSettings(new URL(window.location.href), window.localStorage);
-let shown: ModelEntry | undefined;
-fillForm(settingsForm, settings);
+const ctx: Context = {
+  api: new CatalogApi("", loadToken(url, window.sessionStorage)),
+  settings: loadSettings(url, window.localStorage),
+  home: "",
+  status(text) {
+    statusLine.textContent = text;
+  },
+  error(context, err) {
+    const message = err instanceof Error ? err.message : String(err);
+    errorBox.textContent = `${context}: ${message}`;
+    errorBox.hidden = false;
+    statusLine.textContent = "";
+  },
+  clearError() {
+    errorBox.hidden = true;
+    errorBox.textContent = "";
+  },
+};
 
-/** Shows an error in words; the page stays usable. */
-function showError(context: string, err: unknown): void {
-  const message = err instanceof Error ? err.message : String(err);
-  errorBox.textContent = `${context}: ${message}`;
-  errorBox.hidden = false;
-  status.textContent = "";
-}
-
-function clearError(): void {
-  errorBox.hidden = true;
-  errorBox.textContent = "";
-}
-
-function hf() {
-  return { endpoint: settings.hfEndpoint, token: settings.hfToken || undefined, limit: 20 };
-}
-
-function civitai() {
-  return { endpoint: settings.civitaiEndpoint, token: settings.civitaiToken || undefined, limit: 20 };
-}
-
-function render(catalog: Catalog, entry: ModelEntry): void {
-  shown = entry;
-  detail.replaceChildren(...detailView(entry, catalog.checkCompatibility(entry), settings.showNsfw));
-  detail.hidden = false;
-}
-
-async function open(catalog: Catalog, entry: ModelEntry): Promise<void> {
-  clearError();
-  status.textContent = `Loading ${entry.id}…`;
-  try {
-    let full: ModelEntry = entry;
-    if (entry.source === "huggingface") {
-      full = await catalog.fetchHfModel(entry.id, hf());
-    } else if (entry.source === "civitai") {
-      // Every version comes back; show the one listed, else the newest.
-      const versions = await catalog.fetchCivitaiModel(entry.id, civitai());
-      full = versions.find((v) => v.id === entry.id) ?? versions[0] ?? entry;
-    }
-    render(catalog, full);
-    status.textContent = "";
-  } catch (err) {
-    showError(`Could not load ${entry.id}`, err);
+async function route(): Promise<void> {
+  const hash = window.location.hash.replace(/^#\/?/, "");
+  const [page = "library", ...rest] = hash.split("/");
+  ctx.clearError();
+  ctx.status("");
+  for (const link of document.querySelectorAll<HTMLAnchorElement>("nav a")) {
+    if (link.getAttribute("href") === `#/${page}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
-}
-
-async function search(catalog: Catalog, source: string, query: string): Promise<void> {
-  clearError();
-  status.textContent = "Searching…";
-  try {
-    const entries =
-      source === "civitai" ? await catalog.searchCivitai(query, civitai()) : await catalog.searchHf(query, hf());
-    results.replaceChildren(...entries.map((e) => resultItem(e, () => void open(catalog, e))));
-    status.textContent = `${entries.length} result${entries.length === 1 ? "" : "s"}`;
-  } catch (err) {
-    results.replaceChildren();
-    showError("Search failed", err);
+  document.body.dataset.page = page;
+  delete document.body.dataset.ready;
+  switch (page) {
+    case "discover":
+      discoverPage(ctx, view);
+      break;
+    case "model":
+      await modelPage(ctx, view, decodeURIComponent(rest.join("/")));
+      break;
+    case "chat":
+      await chatPage(ctx, view);
+      break;
+    case "image":
+      await imagePage(ctx, view);
+      break;
+    case "settings":
+      settingsPage(ctx, view);
+      break;
+    default:
+      await libraryPage(ctx, view);
   }
+  // Keyboard and screen-reader users land on the new page's heading, unless a field took the focus.
+  if (!view.contains(document.activeElement)) view.querySelector<HTMLElement>("h2")?.focus();
+  document.body.dataset.ready = "true";
 }
 
 async function main(): Promise<void> {
-  let catalog: Catalog;
   try {
-    catalog = await initCatalog();
+    ctx.home = ((await (await ctx.api.request("GET", "/api/info")).json()) as { home: string }).home;
   } catch (err) {
-    showError("Could not load the catalog module", err);
-    return;
+    ctx.error("Could not reach catalog serve", err);
   }
-  document.body.dataset.ready = "true";
-  searchForm.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const data = new FormData(searchForm);
-    void search(catalog, String(data.get("source") ?? "hf"), String(data.get("query") ?? ""));
-  });
-  settingsForm.addEventListener("submit", (event) => {
-    event.preventDefault();
-    settings = readForm(settingsForm);
-    saveSettings(settings, window.localStorage);
-    status.textContent = "Settings saved.";
-    if (shown) render(catalog, shown);
-  });
+  window.addEventListener("hashchange", () => void route());
+  await route();
 }
 
 void main();

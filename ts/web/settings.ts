@@ -1,23 +1,21 @@
-// Where the UI sends its requests and with which tokens: saved in the browser, overridable from the
-// URL (`?hf=...&civitai=...`) so tests and proxies can point it elsewhere without a rebuild.
+// What a person configures: where the workers listen (for "Try it") and whether NSFW previews show.
+// Saved in the browser; `?llm=...&sd=...&nsfw=1` override them so tests and links can point elsewhere.
+// The catalog token (`?token=` in the URL `catalog serve` prints) is kept for this tab only.
 
 /** What a person can configure. */
 export interface Settings {
-  hfEndpoint: string;
-  hfToken: string;
-  civitaiEndpoint: string;
-  civitaiToken: string;
+  llmUrl: string;
+  sdUrl: string;
   showNsfw: boolean;
 }
 
 const KEY = "open-model-catalog.settings";
+const TOKEN_KEY = "open-model-catalog.token";
 
-/** The public APIs; a deployment whose browsers cannot reach them cross-origin sets a proxy instead. */
+/** `worker-llm serve` and `worker-sd serve` on their usual ports. */
 export const DEFAULT_SETTINGS: Settings = {
-  hfEndpoint: "https://huggingface.co",
-  hfToken: "",
-  civitaiEndpoint: "https://civitai.com",
-  civitaiToken: "",
+  llmUrl: "http://127.0.0.1:8080",
+  sdUrl: "http://127.0.0.1:8081",
   showNsfw: false,
 };
 
@@ -31,10 +29,10 @@ export function loadSettings(url: URL, storage: Storage): Settings {
     saved = {};
   }
   const settings: Settings = { ...DEFAULT_SETTINGS, ...saved };
-  const hf = url.searchParams.get("hf");
-  const civitai = url.searchParams.get("civitai");
-  if (hf) settings.hfEndpoint = hf;
-  if (civitai) settings.civitaiEndpoint = civitai;
+  const llm = url.searchParams.get("llm");
+  const sd = url.searchParams.get("sd");
+  if (llm) settings.llmUrl = llm;
+  if (sd) settings.sdUrl = sd;
   if (url.searchParams.get("nsfw") === "1") settings.showNsfw = true;
   return settings;
 }
@@ -44,28 +42,9 @@ export function saveSettings(settings: Settings, storage: Storage): void {
   storage.setItem(KEY, JSON.stringify(settings));
 }
 
-/** Fills the settings form. */
-export function fillForm(form: HTMLFormElement, s: Settings): void {
-  field(form, "hfEndpoint").value = s.hfEndpoint;
-  field(form, "hfToken").value = s.hfToken;
-  field(form, "civitaiEndpoint").value = s.civitaiEndpoint;
-  field(form, "civitaiToken").value = s.civitaiToken;
-  field(form, "showNsfw").checked = s.showNsfw;
-}
-
-/** Reads the settings form. */
-export function readForm(form: HTMLFormElement): Settings {
-  return {
-    hfEndpoint: field(form, "hfEndpoint").value.trim(),
-    hfToken: field(form, "hfToken").value.trim(),
-    civitaiEndpoint: field(form, "civitaiEndpoint").value.trim(),
-    civitaiToken: field(form, "civitaiToken").value.trim(),
-    showNsfw: field(form, "showNsfw").checked,
-  };
-}
-
-function field(form: HTMLFormElement, name: string): HTMLInputElement {
-  const input = form.elements.namedItem(name);
-  if (!(input instanceof HTMLInputElement)) throw new Error(`settings form has no input ${name}`);
-  return input;
+/** The catalog token from the URL (then kept for the tab), else the one kept. */
+export function loadToken(url: URL, storage: Storage): string {
+  const fromUrl = url.searchParams.get("token");
+  if (fromUrl) storage.setItem(TOKEN_KEY, fromUrl);
+  return fromUrl ?? storage.getItem(TOKEN_KEY) ?? "";
 }

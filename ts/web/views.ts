@@ -1,6 +1,6 @@
-// What the page shows of one model: the fields that matter for its type, and which worker runs it.
+// What the pages show of one model: the fields that matter for its type, and which worker runs it.
 
-import type { Compatibility, ImageConfig, LlmConfig, ModelEntry } from "../src/catalog.js";
+import type { Compatibility, ImageConfig, LlmConfig, ModelEntry } from "../src/generated/contract.js";
 import { h } from "./dom.js";
 
 /** One row of a definition list; `field` names it for tests and styles. */
@@ -33,6 +33,9 @@ function llmFields(c: LlmConfig): HTMLElement[] {
     ...row("Quantization", "quantization", c.quantization),
     ...row("Context length", "context-length", c.contextLength),
     ...row("Chat template", "chat-template", c.tokenizer?.chatTemplate ? "present" : "absent"),
+    ...(c.tokenizer?.chatTemplate
+      ? [h("dt", {}, "Template"), h("dd", {}, h("details", {}, h("summary", {}, "Show"), h("pre", { "data-field": "template" }, c.tokenizer.chatTemplate)))]
+      : []),
     ...row("License", "license", c.license),
     ...row("Gated", "gated", c.gated),
   ];
@@ -102,7 +105,7 @@ export function detailView(entry: ModelEntry, answers: Compatibility[], showNsfw
   const specific =
     entry.modelType === "llm" ? llmFields(entry.config) : entry.modelType === "image" ? imageFields(entry.config) : [];
   return [
-    h("h2", {}, entry.name),
+    h("h2", { tabindex: "-1" }, entry.name),
     entry.sourceUrl ? h("p", {}, h("a", { href: entry.sourceUrl, rel: "noreferrer", target: "_blank" }, "Source page")) : null,
     h("dl", {}, ...common, ...specific),
     entry.modelType === "image" ? previews(entry.config, showNsfw) : null,
@@ -120,4 +123,46 @@ export function resultItem(entry: ModelEntry, onOpen: () => void): HTMLLIElement
   );
   button.addEventListener("click", onOpen);
   return h("li", {}, button);
+}
+
+/** Family, base or task: what kind of model within its type. */
+export function kindOf(entry: ModelEntry): string {
+  switch (entry.modelType) {
+    case "llm":
+      return entry.config.modelFamily ?? entry.config.architecture ?? "";
+    case "image":
+      return entry.config.baseModel ?? entry.config.base;
+    default:
+      return "";
+  }
+}
+
+/** The quantization, for LLMs. */
+export function quantOf(entry: ModelEntry): string {
+  return entry.modelType === "llm" ? (entry.config.quantization ?? entry.config.format) : "";
+}
+
+/** The status in words. */
+export function statusText(entry: ModelEntry): string {
+  const s = entry.status;
+  switch (s.state) {
+    case "available":
+      return "available";
+    case "not_downloaded":
+      return "not downloaded";
+    case "downloading":
+      return `partly downloaded (${formatBytes(s.downloadedBytes)}${s.totalBytes ? ` of ${formatBytes(s.totalBytes)}` : ""})`;
+    case "failed":
+      return `failed: ${s.error}`;
+  }
+}
+
+/** The command that serves an entry with the worker that can run it. */
+export function serveCommand(entry: ModelEntry, answers: Compatibility[], home: string): string | undefined {
+  const ok = answers.find((a) => a.compatible);
+  if (!ok) return undefined;
+  const binary = ok.worker === "llm" ? "worker-llm" : "worker-sd";
+  const port = ok.worker === "llm" ? 8080 : 8081;
+  const quote = (s: string) => (/^[\w:@./+-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`);
+  return `${binary} serve --model ${quote(entry.id)} --catalog-home ${quote(home)} --port ${port}`;
 }

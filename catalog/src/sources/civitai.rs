@@ -65,6 +65,33 @@ impl CivitaiClient {
         Ok(ingest_civitai::entry_from_model(id, &parsed, allow_pickle, now)?)
     }
 
+    /// One entry per version of a model, newest first (a version picker); a version that cannot be
+    /// described is left out unless none can. Pickle weights are described, not refused.
+    pub fn fetch_versions(&self, model: u64, now: DateTime<Utc>) -> Result<Vec<ModelEntry>, SourceError> {
+        let bytes = self.json(&ingest_civitai::model_url(&self.endpoint, model), || {
+            format!("no model {model} on CivitAI")
+        })?;
+        let parsed = ingest_civitai::parse_model(&bytes)?;
+        let mut entries = Vec::new();
+        let mut first_error = None;
+        for version in &parsed.model_versions {
+            let id = CatalogId::CivitAi {
+                model: parsed.id,
+                version: Some(version.id),
+            };
+            match ingest_civitai::entry_from_model(&id, &parsed, true, now) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if entries.is_empty() => Err(e.into()),
+            _ => Ok(entries),
+        }
+    }
+
     /// Describes one version by its id alone.
     pub fn fetch_version(
         &self,
