@@ -9,7 +9,7 @@ use artifacts_contract::ModelFile;
 use super::transfer::fetch_verified;
 use super::verify::{sha256_file, verify_file};
 use super::{DownloadError, io};
-use crate::ingest::is_safe_relative_path;
+use crate::ingest::{NameKind, check_name};
 use crate::sources::http::HttpClient;
 
 /// The HF cache folder of a repo: `HF_HOME/hub/models--org--name`.
@@ -19,12 +19,10 @@ pub fn hf_repo_dir(hf_home: &Path, repo: &str) -> PathBuf {
         .join(format!("models--{}", repo.replace('/', "--")))
 }
 
-/// Records `refs/BRANCH` naming the commit a branch pointed at, as huggingface_hub writes it (skipped
-/// for a revision that is not a plain relative name).
+/// Records `refs/BRANCH` naming the commit a branch pointed at, as huggingface_hub writes it.
 pub(super) fn write_ref(hf_home: &Path, repo: &str, rev: &str, sha: &str) -> Result<(), DownloadError> {
-    if !is_safe_relative_path(rev) {
-        return Ok(());
-    }
+    check_name(NameKind::Revision, rev)?;
+    check_name(NameKind::CommitSha, sha)?;
     let refs = hf_repo_dir(hf_home, repo).join("refs").join(rev);
     fs::create_dir_all(refs.parent().expect("refs has a parent")).map_err(io(&refs))?;
     fs::write(&refs, sha).map_err(io(&refs))

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use artifacts_contract::{ArtifactStatus, CatalogId, ModelEntry, ModelFile, ModelSource};
 
-use crate::ingest::is_safe_relative_path;
+use crate::ingest::{NameKind, UnsafeName, check_name};
 use crate::sources::civitai::CivitaiClient;
 use crate::sources::hf::HfClient;
 use crate::sources::http::{HttpClient, HttpError};
@@ -64,9 +64,9 @@ pub enum DownloadError {
         /// Size on disk.
         actual: u64,
     },
-    /// A remote file name would escape its folder.
-    #[error("refusing the file name {0:?}: it is absolute or climbs out of the model folder")]
-    UnsafePath(String),
+    /// A name from the source (file, sha, revision, version id) would escape its folder.
+    #[error(transparent)]
+    UnsafeName(#[from] UnsafeName),
     /// Another process is downloading the same entry.
     #[error("another catalog process (pid {pid}) is downloading {id}; wait for it, or delete {lock} if none is running", lock = lock.display())]
     Busy {
@@ -113,25 +113,33 @@ impl Downloader {
     }
 
     /// The folder an entry's files live in once downloaded (`None` for local entries: they stay put).
-    pub fn entry_folder(&self, entry: &ModelEntry) -> Option<PathBuf> {
-        match (&entry.id, entry.source) {
+    /// The revision or version id that names it is checked first: it may come from the network.
+    pub fn entry_folder(&self, entry: &ModelEntry) -> Result<Option<PathBuf>, DownloadError> {
+        Ok(match (&entry.id, entry.source) {
             (CatalogId::HuggingFace { repo, revision, .. }, _) => {
-                let rev = entry
-                    .revision
-                    .as_deref()
-                    .or(revision.as_deref())
-                    .unwrap_or("main");
+                let rev = match entry.revision.as_deref() {
+                    Some(sha) => {
+                        check_name(NameKind::CommitSha, sha)?;
+                        sha
+                    }
+                    None => revision.as_deref().unwrap_or("main"),
+                };
+                check_name(NameKind::Revision, rev)?;
                 Some(hf_repo_dir(&self.hf_home, repo).join("snapshots").join(rev))
             }
-            (CatalogId::CivitAi { model, .. }, _) => Some(
-                self.catalog_home
-                    .join("files")
-                    .join("civitai")
-                    .join(model.to_string())
-                    .join(entry.revision.as_deref().unwrap_or("latest")),
-            ),
+            (CatalogId::CivitAi { model, .. }, _) => {
+                let version = entry.revision.as_deref().unwrap_or("latest");
+                check_name(NameKind::VersionId, version)?;
+                Some(
+                    self.catalog_home
+                        .join("files")
+                        .join("civitai")
+                        .join(model.to_string())
+                        .join(version),
+                )
+            }
             (_, ModelSource::Local) | (CatalogId::File { .. }, _) => None,
-        }
+        })
     }
 
     /// Takes the download lock of an entry (in the catalog home's `locks/`).
@@ -171,12 +179,16 @@ impl Downloader {
         on_progress: &mut dyn FnMut(u64),
     ) -> Result<PathBuf, DownloadError> {
         let folder = self
-            .entry_folder(entry)
+            .entry_folder(entry)?
             .ok_or_else(|| DownloadError::NoSource(entry.id.to_string()))?;
+        if let CatalogId::HuggingFace {
+            revision: Some(rev), ..
+        } = &entry.id
+        {
+            check_name(NameKind::Revision, rev)?;
+        }
         for f in &entry.files {
-            if !is_safe_relative_path(&f.path) {
-                return Err(DownloadError::UnsafePath(f.path.clone()));
-            }
+            check_name(NameKind::FilePath, &f.path)?;
         }
         let total: u64 = entry.files.iter().filter_map(|f| f.size).sum();
         let bar = self.progress_bar(total, &entry.id.to_string());
@@ -241,10 +253,12 @@ pub fn status_after(
 ) -> ArtifactStatus {
     match result {
         Ok(_) => ArtifactStatus::Available,
-        Err(DownloadError::Http(HttpError::Transport { .. })) => ArtifactStatus::Downloading {
-            downloaded_bytes: downloaded,
-            total_bytes: total,
-        },
+        Err(DownloadError::Http(HttpError::Transport { .. } | HttpError::Stalled { .. })) => {
+            ArtifactStatus::Downloading {
+                downloaded_bytes: downloaded,
+                total_bytes: total,
+            }
+        }
         Err(e) => ArtifactStatus::Failed { error: e.to_string() },
     }
 }

@@ -53,15 +53,13 @@ pub(super) fn fetch_verified(
         have = 0;
         File::create(&partial).map_err(io(&partial))?
     };
+    let start = have;
     let mut body = resp.body;
     let mut buf = vec![0u8; 256 << 10];
     loop {
-        let n = body.read(&mut buf).map_err(|e| {
-            DownloadError::Http(HttpError::Transport {
-                url: url.to_string(),
-                message: e.to_string(),
-            })
-        })?;
+        let n = body
+            .read(&mut buf)
+            .map_err(|e| DownloadError::Http(http.body_error(url, e, have - start)))?;
         if n == 0 {
             break;
         }
