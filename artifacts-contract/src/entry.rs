@@ -65,10 +65,7 @@ pub struct ModelFile {
 impl ModelFile {
     /// True for serialized-Python-object formats that can run code when loaded.
     pub fn is_pickle(&self) -> bool {
-        let lower = self.path.to_ascii_lowercase();
-        [".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"]
-            .iter()
-            .any(|ext| lower.ends_with(ext))
+        crate::weights::is_pickle_name(&self.path)
     }
 }
 
@@ -183,10 +180,8 @@ impl ModelEntry {
         }
     }
 
-    /// The files in a pickle format, which no worker loads.
+    /// The files in a pickle format, whatever their role (a `vae/*.bin` too), which no worker loads.
     pub fn pickle_files(&self) -> impl Iterator<Item = &ModelFile> {
-        self.files
-            .iter()
-            .filter(|f| f.role == FileRole::Weights && f.is_pickle())
+        self.files.iter().filter(|f| f.is_pickle())
     }
 }

@@ -7,6 +7,7 @@
 //! - [`id`]: catalog ids (`hf:org/name`, `civitai:123`, `file:path`), parsed and formatted losslessly.
 //! - [`entry`]: the entry itself, its files and download status.
 //! - [`config`]: the [`ModelConfig`] trait and the typed configs of each [`ModelType`].
+//! - [`weights`]: which weight file names are pickle formats (refused by the catalog and the workers).
 //! - [`compat`]: which worker can run an entry, with reasons and a memory estimate.
 
 pub mod compat;
@@ -15,6 +16,7 @@ pub mod entry;
 pub mod id;
 #[cfg(feature = "ts")]
 pub mod typescript;
+pub mod weights;
 
 pub use compat::{
     Compatibility, DeviceKind, Incompatibility, LlmArchitecture, WorkerCapabilities, WorkerKind,

@@ -153,16 +153,31 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// `CATALOG_STALL_TIMEOUT`, in seconds: how long a download may receive nothing (a minute if unset).
+fn stall_timeout() -> Option<std::time::Duration> {
+    let text = env("CATALOG_STALL_TIMEOUT")?;
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Some(std::time::Duration::from_secs_f64(s)),
+        _ => {
+            eprintln!("warning: ignoring CATALOG_STALL_TIMEOUT={text:?}: expected a number of seconds");
+            None
+        }
+    }
+}
+
 /// The only place the environment's endpoints and tokens are read.
 fn sources_from_env() -> Sources {
+    let stall = stall_timeout();
     Sources {
         hf: HfClient::builder()
             .endpoint(env("HF_ENDPOINT"))
             .token(env("HF_TOKEN"))
+            .stall_timeout(stall)
             .build(),
         civitai: CivitaiClient::builder()
             .endpoint(env("CIVITAI_ENDPOINT"))
             .token(env("CIVITAI_TOKEN"))
+            .stall_timeout(stall)
             .build(),
         hf_home: catalog::home::default_hf_home().unwrap_or_else(|| PathBuf::from(".cache/huggingface")),
     }

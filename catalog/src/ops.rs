@@ -15,6 +15,7 @@ use crate::resolve::entry_root;
 use crate::sources::SourceError;
 use crate::sources::civitai::CivitaiClient;
 use crate::sources::hf::HfClient;
+use crate::sources::registry::{Describe, registry, source_for};
 use crate::store::{Catalog, StoreError};
 
 /// Why a command failed.
@@ -102,12 +103,12 @@ pub fn parse_source(source: &str) -> Result<CatalogId, OpsError> {
 
 /// Describes a source without storing it; pickle weights are refused unless `allow_pickle`.
 pub fn describe(sources: &Sources, id: &CatalogId, allow_pickle: bool) -> Result<ModelEntry, OpsError> {
-    let now = now();
-    let entry = match id {
-        CatalogId::HuggingFace { .. } => sources.hf.fetch_entry(id, now)?,
-        CatalogId::CivitAi { .. } => sources.civitai.fetch_entry(id, allow_pickle, now)?,
-        CatalogId::File { path } => crate::sources::local::entry_from_path(Path::new(path), now)?,
+    let how = Describe {
+        allow_pickle,
+        now: now(),
     };
+    let registry = registry(&sources.hf, &sources.civitai);
+    let entry = source_for(&registry, id)?.describe(id, &how)?;
     if !allow_pickle && let Some(file) = entry.pickle_files().next() {
         return Err(SourceError::from(IngestError::Pickle {
             file: file.path.clone(),
@@ -261,14 +262,15 @@ pub fn remove(
     let entry = get(catalog, id)?;
     if !keep_files && entry.source != ModelSource::Local {
         let downloader = sources.downloader(catalog);
-        if let Some(folder) = downloader.entry_folder(&entry) {
+        if let Some(folder) = downloader.entry_folder(&entry)? {
             // Files and HF blobs another entry also uses (two quant ids of one repo, shared configs) stay.
             let mut shared = Shared::default();
             for other in catalog.list(&crate::store::Filter::default())? {
                 if other.id == entry.id {
                     continue;
                 }
-                let other_folder = downloader.entry_folder(&other);
+                // A row with a bad name shares nothing with this entry.
+                let other_folder = downloader.entry_folder(&other).ok().flatten();
                 for f in &other.files {
                     shared.blobs.extend(f.sha256.clone());
                     if let Some(dir) = &other_folder {

@@ -1,5 +1,5 @@
 //! A loopback HTTP/1.1 server for tests: serves canned responses by path, honours Range requests, and
-//! can misbehave on purpose (rate limits, dropped connections, wrong content types).
+//! can misbehave on purpose (rate limits, dropped or stalled connections, wrong content types).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -22,6 +22,10 @@ pub struct Route {
     pub cut_after: Option<usize>,
     /// Answer 401 unless the Authorization header is exactly this.
     pub require_auth: Option<String>,
+    /// Send this many body bytes, then nothing for `stall_for` before closing (a stalled download), once.
+    pub stall_after: Option<usize>,
+    /// How long a stalled body sends nothing.
+    pub stall_for: std::time::Duration,
 }
 
 impl Route {
@@ -34,6 +38,8 @@ impl Route {
             rate_limited: 0,
             cut_after: None,
             require_auth: None,
+            stall_after: None,
+            stall_for: std::time::Duration::from_secs(3),
         }
     }
 
@@ -146,6 +152,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
                 Some(r) => {
                     let out = r.clone();
                     r.cut_after = None;
+                    r.stall_after = None;
                     Some(out)
                 }
                 None => None,
@@ -179,6 +186,13 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         if let Some(cut) = route.cut_after.filter(|c| *c < body.len()) {
             let _ = out.write_all(&body[..cut]);
             let _ = out.flush();
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if let Some(stall) = route.stall_after.filter(|s| *s < body.len()) {
+            let _ = out.write_all(&body[..stall]);
+            let _ = out.flush();
+            thread::sleep(route.stall_for);
             let _ = out.shutdown(std::net::Shutdown::Both);
             return;
         }

@@ -27,6 +27,7 @@ pub mod schedulers;
 pub mod sd;
 pub mod sdxl;
 pub mod server;
+pub mod upload;
 
 pub use error::{Result, SdError};
 

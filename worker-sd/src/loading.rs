@@ -9,16 +9,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Result, SdError};
 
-/// Extensions of pickle-based weights, which can run code when loaded.
-const PICKLE: &[&str] = &["ckpt", "bin", "pt", "pth", "pkl"];
-
-/// Fails with [`SdError::Pickle`] when `path` is a pickle file.
+/// Fails with [`SdError::Pickle`] when `path` is a pickle file (the contract's one list of extensions).
 pub fn refuse_pickle(path: &Path) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    if ext.is_some_and(|ext| PICKLE.contains(&ext.as_str())) {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    if artifacts_contract::weights::is_pickle_name(&name) {
         return Err(SdError::Pickle {
             path: path.to_path_buf(),
         });
@@ -96,7 +90,14 @@ mod tests {
 
     #[test]
     fn pickle_extensions_are_refused_by_name() {
-        for name in ["model.ckpt", "x/pytorch_model.bin", "a.PT", "b.pth"] {
+        for name in [
+            "model.ckpt",
+            "x/pytorch_model.bin",
+            "a.PT",
+            "b.pth",
+            "c.pkl",
+            "vae/d.pickle",
+        ] {
             let err = refuse_pickle(Path::new(name)).unwrap_err();
             assert!(matches!(err, SdError::Pickle { .. }), "{name}");
             assert!(err.to_string().contains("pickle"), "{err}");

@@ -111,9 +111,3 @@ pub fn read_parameters(png_data: &[u8]) -> Option<String> {
                 .and_then(|chunk| chunk.get_text().ok())
         })
 }
-
-/// Decodes an uploaded image (PNG or JPEG) for `field`, naming it on failure.
-pub fn decode_image(bytes: &[u8], field: &'static str) -> Result<image::DynamicImage> {
-    image::load_from_memory(bytes)
-        .map_err(|e| SdError::invalid(field, format!("not a PNG or JPEG image: {e}")))
-}

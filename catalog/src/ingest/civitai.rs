@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{IngestError, safe_path};
+use super::{IngestError, NameKind, check_name};
 
 mod api;
 pub use api::{
@@ -30,10 +30,7 @@ const MAX_PREVIEWS: usize = 8;
 
 fn is_pickle(f: &File) -> bool {
     let format = f.metadata.as_ref().and_then(|m| m.format.as_deref());
-    format == Some("PickleTensor")
-        || [".ckpt", ".pt", ".pth", ".bin", ".pkl"]
-            .iter()
-            .any(|e| f.name.to_ascii_lowercase().ends_with(e))
+    format == Some("PickleTensor") || artifacts_contract::weights::is_pickle_name(&f.name)
 }
 
 fn is_model_file(f: &File) -> bool {
@@ -71,11 +68,9 @@ pub fn primary_file(version: &Version, allow_pickle: bool) -> Result<&File, Inge
 }
 
 fn model_file(f: &File, role: FileRole) -> Result<ModelFile, IngestError> {
-    if f.name.contains('/') {
-        return Err(IngestError::UnsafePath(f.name.clone()));
-    }
+    check_name(NameKind::FileName, &f.name)?;
     Ok(ModelFile {
-        path: safe_path(&f.name)?,
+        path: f.name.clone(),
         size: f.size_kb.map(|kb| (kb * 1024.0).round() as u64),
         sha256: f.hashes.get("SHA256").map(|h| h.to_ascii_lowercase()),
         role,

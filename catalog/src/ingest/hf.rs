@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::gguf::GgufHeader;
 use super::hf_files::{self, FetchedFiles};
-use super::repo_files::{diffusers_files, llm_files, model_file, select_gguf};
-use super::{IngestError, is_weight_name, role_of};
+use super::repo_files::{diffusers_files, gguf_parts, is_gguf_choice, llm_files, model_file, select_gguf};
+use super::{IngestError, NameKind, check_name, is_pickle_name, is_weight_name, role_of};
 
 pub use super::repo_files::quant_of_file_name;
 
@@ -87,11 +87,7 @@ pub fn plan_fetch(id: &CatalogId, info: &ModelInfo) -> Result<FetchPlan, IngestE
 
 fn repo_kind(repo: &str, info: &ModelInfo, selector: Option<Selector<'_>>) -> Result<RepoKind, IngestError> {
     let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
-    let ggufs: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| n.to_lowercase().ends_with(".gguf"))
-        .collect();
+    let ggufs: Vec<&str> = names.iter().copied().filter(|n| is_gguf_choice(n)).collect();
     match selector {
         Some(Selector::Quant(q)) => return select_gguf(repo, &ggufs, Some(q)).map(RepoKind::Gguf),
         Some(Selector::File(f)) if f.to_lowercase().ends_with(".gguf") => {
@@ -299,7 +295,13 @@ pub fn build_entry(
                 c.quantization = quant_of_file_name(file);
             }
             fill_llm_common(&mut c, info);
-            let chosen = info.siblings.iter().filter(|s| &s.rfilename == file).collect();
+            let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+            let parts = gguf_parts(repo, file, &names)?;
+            let chosen = info
+                .siblings
+                .iter()
+                .filter(|s| parts.contains(&s.rfilename.as_str()))
+                .collect();
             (TypedConfig::Llm(c), chosen)
         }
         RepoKind::Llm => {
@@ -307,7 +309,7 @@ pub fn build_entry(
             if !chosen.iter().any(|s| role_of(&s.rfilename) == FileRole::Weights) {
                 return Err(IngestError::NoWeights(format!("hf:{repo}")));
             }
-            let pickle = chosen.iter().any(|s| s.rfilename.ends_with(".bin"));
+            let pickle = chosen.iter().any(|s| is_pickle_name(&s.rfilename));
             let format = if pickle {
                 WeightFormat::Pickle
             } else {
@@ -395,6 +397,9 @@ fn entry(
 
 /// An entry from the model info alone, with no file fetched: what a browser shows while browsing.
 pub fn entry_from_info(info: &ModelInfo, now: DateTime<Utc>) -> Result<ModelEntry, IngestError> {
+    if let Some(sha) = &info.sha {
+        check_name(NameKind::CommitSha, sha)?;
+    }
     let id: CatalogId = format!("hf:{}", info.id).parse().map_err(|e| IngestError::Json {
         what: "HuggingFace model info".into(),
         message: format!("bad model id: {e}"),

@@ -9,18 +9,24 @@
 //! - [`gguf`], [`safetensors`]: weight-file headers.
 //! - [`hf_files`]: `config.json` and friends, diffusers' `model_index.json`.
 //! - [`local`]: files and folders on disk, from a listing and the bytes read.
+//! - [`fetch`]: the request sequences (which URL next, Range reads, caps, what a refusal means), which
+//!   the native client and the wasm module only perform.
+//! - [`names`]: the one check of names from the network before they touch a path.
 
 pub mod civitai;
+pub mod fetch;
 pub mod gguf;
 pub mod hf;
 pub mod hf_files;
 pub mod local;
+pub mod names;
 pub mod repo_files;
 pub mod safetensors;
 
 use artifacts_contract::FileRole;
 
 pub use gguf::GgufError;
+pub use names::{NameKind, UnsafeName, check_name};
 pub use safetensors::SafetensorsError;
 
 /// Why a source's answer could not be turned into an entry; each message names the problem.
@@ -63,9 +69,9 @@ pub enum IngestError {
     /// No weights in a format the catalog can describe.
     #[error("{0} has no weight files (safetensors, GGUF) the catalog can use")]
     NoWeights(String),
-    /// A file name from remote metadata would escape its folder.
-    #[error("refusing the file name {0:?} from the source: it is absolute or climbs out of the model folder")]
-    UnsafePath(String),
+    /// A name from remote metadata (file, sha, revision, version id) would escape its folder.
+    #[error(transparent)]
+    UnsafeName(#[from] UnsafeName),
     /// The weights are in a pickle format and the user did not allow it.
     #[error(
         "{file} is a pickle file, which can run arbitrary code when loaded; pass --allow-pickle to catalog it anyway"
@@ -77,6 +83,19 @@ pub enum IngestError {
     /// A local file or folder is none of the layouts the catalog knows.
     #[error("cannot tell what {0} is: {1}")]
     Unrecognized(String, String),
+    /// The source has no such model (a 404 where the model should be).
+    #[error("{0}")]
+    NotFound(String),
+    /// A gated repo refused its files.
+    #[error(
+        "{id} is gated: accept its terms at https://huggingface.co/{repo} and set HF_TOKEN to a token with access"
+    )]
+    Gated {
+        /// The id asked for.
+        id: String,
+        /// The repository.
+        repo: String,
+    },
     /// A function for one source was given another source's id.
     #[error("{id} is not a {expected} id")]
     WrongScheme {
@@ -104,23 +123,15 @@ impl IngestError {
     }
 }
 
-/// True when a path from remote metadata stays inside its folder: relative, no `..`, no empty part.
+/// True when a path from remote metadata stays inside its folder (see [`names::check_name`]).
 pub fn is_safe_relative_path(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && !path.contains('\\')
-        && !path.contains(':')
-        && path.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
-        && !path.chars().any(char::is_control)
+    check_name(NameKind::FilePath, path).is_ok()
 }
 
-/// Checks a remote file name, as every source must before a [`artifacts_contract::ModelFile`] is built.
+/// Checks a remote file path, as every source must before a [`artifacts_contract::ModelFile`] is built.
 pub fn safe_path(path: &str) -> Result<String, IngestError> {
-    if is_safe_relative_path(path) {
-        Ok(path.to_string())
-    } else {
-        Err(IngestError::UnsafePath(path.to_string()))
-    }
+    check_name(NameKind::FilePath, path)?;
+    Ok(path.to_string())
 }
 
 /// What a file in a model folder is for, from its name.
@@ -145,13 +156,9 @@ pub fn role_of(path: &str) -> FileRole {
     }
 }
 
-/// Weight files by extension, pickle formats included (so they can be refused by name).
-pub fn is_weight_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [".safetensors", ".gguf", ".bin", ".ckpt", ".pt", ".pth"]
-        .iter()
-        .any(|e| n.ends_with(e))
-}
+/// Weight files by extension, pickle formats included (so they can be refused by name); the list is
+/// the contract's.
+pub use artifacts_contract::weights::{is_pickle_name, is_weight_name};
 
 #[cfg(test)]
 mod tests {

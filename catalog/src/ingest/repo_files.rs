@@ -22,6 +22,53 @@ pub fn quant_of_file_name(name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A split GGUF shard name as llama.cpp's `gguf-split` writes it (`m-Q4_K_M-00001-of-00003.gguf`):
+/// the name before the shard number, the shard number and the shard count.
+pub fn gguf_split(name: &str) -> Option<(&str, u32, u32)> {
+    let stem = name
+        .strip_suffix(".gguf")
+        .or_else(|| name.strip_suffix(".GGUF"))?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, index) = rest.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(index) || !digits(count) {
+        return None;
+    }
+    let (index, count): (u32, u32) = (index.parse().ok()?, count.parse().ok()?);
+    (index >= 1 && index <= count).then_some((prefix, index, count))
+}
+
+/// True for the GGUF files a user chooses between: single files and the first shard of a split model
+/// (the other shards come with it, see [`gguf_parts`]).
+pub fn is_gguf_choice(name: &str) -> bool {
+    name.to_ascii_lowercase().ends_with(".gguf") && gguf_split(name).is_none_or(|(_, index, _)| index == 1)
+}
+
+/// Every file of the GGUF model `chosen` names, in shard order: `chosen` alone for a single file, all
+/// shards of a split model; an error names a split model whose shards are not all listed.
+pub fn gguf_parts<'a>(repo: &str, chosen: &str, names: &[&'a str]) -> Result<Vec<&'a str>, IngestError> {
+    let Some((prefix, _, count)) = gguf_split(chosen) else {
+        return Ok(names.iter().copied().filter(|n| *n == chosen).collect());
+    };
+    let mut parts: Vec<(u32, &str)> = names
+        .iter()
+        .filter_map(|n| match gguf_split(n) {
+            Some((p, index, c)) if p == prefix && c == count => Some((index, *n)),
+            _ => None,
+        })
+        .collect();
+    parts.sort_unstable();
+    parts.dedup_by_key(|(index, _)| *index);
+    if parts.len() != count as usize {
+        return Err(IngestError::NoMatch {
+            repo: repo.into(),
+            wanted: format!("all {count} shards of {chosen}"),
+            choices: parts.iter().map(|(_, n)| n.to_string()).collect(),
+        });
+    }
+    Ok(parts.into_iter().map(|(_, n)| n).collect())
+}
+
 /// Picks the GGUF file a selector names (a path or a quantization, as llama.cpp and Ollama accept), or
 /// the default (Q4_K_M, then other common 4- to 8-bit quants) when none is named.
 pub fn select_gguf(repo: &str, ggufs: &[&str], wanted: Option<&str>) -> Result<String, IngestError> {
@@ -229,6 +276,33 @@ mod tests {
             err.contains("pick one with hf:o/r:QUANT, e.g. hf:o/r:Q5_0"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_split_gguf_is_one_choice_with_all_its_shards() {
+        let names = [
+            "m-Q8_0.gguf",
+            "big/m-Q4_K_M-00002-of-00003.gguf",
+            "big/m-Q4_K_M-00001-of-00003.gguf",
+            "big/m-Q4_K_M-00003-of-00003.gguf",
+            "README.md",
+        ];
+        let choices: Vec<&str> = names.iter().copied().filter(|n| is_gguf_choice(n)).collect();
+        assert_eq!(choices, ["m-Q8_0.gguf", "big/m-Q4_K_M-00001-of-00003.gguf"]);
+        let chosen = select_gguf("o/r", &choices, Some("Q4_K_M")).unwrap();
+        assert_eq!(
+            gguf_parts("o/r", &chosen, &names).unwrap(),
+            [
+                "big/m-Q4_K_M-00001-of-00003.gguf",
+                "big/m-Q4_K_M-00002-of-00003.gguf",
+                "big/m-Q4_K_M-00003-of-00003.gguf"
+            ]
+        );
+        assert_eq!(gguf_parts("o/r", "m-Q8_0.gguf", &names).unwrap(), ["m-Q8_0.gguf"]);
+        let err = gguf_parts("o/r", &chosen, &names[..3]).unwrap_err().to_string();
+        assert!(err.contains("all 3 shards"), "{err}");
+        assert_eq!(gguf_split("x-00000-of-00002.gguf"), None);
+        assert_eq!(gguf_split("x-1-of-2.gguf"), None);
     }
 
     #[test]

@@ -4,29 +4,17 @@
 use artifacts_contract::{CatalogId, ModelEntry};
 use chrono::{DateTime, Utc};
 
-use super::http::{HttpClient, HttpError};
+use super::http::HttpClient;
 use super::{ClientBuilder, SourceClient, SourceError};
-use crate::ingest::gguf::{self, GgufHeader};
-use crate::ingest::hf::{self as ingest_hf, ModelInfo};
-use crate::ingest::hf_files::FetchedFiles;
-
-/// Largest config file fetched whole (tokenizer configs with long templates run to a few hundred KB).
-const CONFIG_LIMIT: u64 = 16 << 20;
-/// Largest GGUF header read over HTTP.
-const GGUF_HEADER_LIMIT: u64 = 256 << 20;
+use crate::ingest::fetch::{GgufRead, HfFetch, Request, run_blocking};
+use crate::ingest::gguf::GgufHeader;
+use crate::ingest::hf as ingest_hf;
 
 /// A client of one HuggingFace Hub.
 #[derive(Debug, Clone)]
 pub struct HfClient {
     endpoint: String,
     http: HttpClient,
-}
-
-fn repo_and_revision(id: &CatalogId) -> Result<(&str, Option<&str>), SourceError> {
-    match id {
-        CatalogId::HuggingFace { repo, revision, .. } => Ok((repo, revision.as_deref())),
-        other => Err(SourceError::WrongSource(other.to_string())),
-    }
 }
 
 impl SourceClient for HfClient {
@@ -60,67 +48,31 @@ impl HfClient {
         ingest_hf::file_url(&self.endpoint, repo, revision, path)
     }
 
-    /// The model info of an id's repo at its revision.
-    pub fn model_info(&self, id: &CatalogId) -> Result<ModelInfo, SourceError> {
-        let (repo, revision) = repo_and_revision(id)?;
-        let url = ingest_hf::model_info_url(&self.endpoint, repo, revision);
-        let bytes = self.http.get_json(&url).map_err(|e| match e {
-            HttpError::NotFound { .. } => SourceError::NotFound(format!(
-                "no model {id} on the Hub{}",
-                revision.map(|r| format!(" at revision {r}")).unwrap_or_default()
-            )),
-            other => other.into(),
-        })?;
-        Ok(ingest_hf::parse_model_info(&bytes)?)
+    /// Performs one request a [`crate::ingest::fetch`] machine asks for.
+    fn perform(&self, request: Request) -> Result<Vec<u8>, SourceError> {
+        let Request {
+            url,
+            range,
+            limit,
+            json,
+        } = request;
+        Ok(match range {
+            Some((0, end)) => self.http.get_prefix(&url, end + 1)?,
+            Some((start, end)) => self.http.get_bytes(&url, Some((start, Some(end))), limit)?,
+            None if json => self.http.get_json_limited(&url, limit)?,
+            None => self.http.get_bytes(&url, None, limit)?,
+        })
     }
 
     /// Reads a GGUF file's header with Range requests, growing the range until the header fits.
     pub fn read_gguf_header(&self, url: &str) -> Result<GgufHeader, SourceError> {
-        let mut size = gguf::FIRST_READ_BYTES;
-        loop {
-            let bytes = self.http.get_prefix(url, size)?;
-            match gguf::parse_header(&bytes) {
-                Ok(h) => return Ok(h),
-                Err(e) => match gguf::next_read_size(&e) {
-                    // A short answer means the file itself ends there: the header is truncated.
-                    Some(next) if (bytes.len() as u64) == size && next <= GGUF_HEADER_LIMIT => size = next,
-                    _ => return Err(crate::ingest::IngestError::from(e).into()),
-                },
-            }
-        }
+        run_blocking(GgufRead::new(url.to_string()), |r| self.perform(r))
     }
 
     /// Fetches everything needed to describe an id (model info, config files, GGUF header) and builds
-    /// the entry, without downloading weights.
+    /// the entry, without downloading weights; the sequence is [`HfFetch`]'s.
     pub fn fetch_entry(&self, id: &CatalogId, now: DateTime<Utc>) -> Result<ModelEntry, SourceError> {
-        let (repo, revision) = repo_and_revision(id)?;
-        let info = self.model_info(id)?;
-        let plan = ingest_hf::plan_fetch(id, &info)?;
-        let rev = info.sha.as_deref().or(revision).unwrap_or("main");
-        let gated = !matches!(
-            info.gated,
-            serde_json::Value::Bool(false) | serde_json::Value::Null
-        );
-        let denied = |e: HttpError| match e {
-            HttpError::Denied { .. } if gated => SourceError::Gated(id.to_string(), repo.to_string()),
-            other => other.into(),
-        };
-        let mut files = FetchedFiles::new();
-        for name in &plan.metadata_files {
-            let url = self.file_url(repo, rev, name);
-            let bytes = self.http.get_bytes(&url, None, CONFIG_LIMIT).map_err(denied)?;
-            files.insert(name.clone(), bytes);
-        }
-        let header = match &plan.gguf_file {
-            Some(file) => Some(self.read_gguf_header(&self.file_url(repo, rev, file)).map_err(
-                |e| match e {
-                    SourceError::Http(h) => denied(h),
-                    other => other,
-                },
-            )?),
-            None => None,
-        };
-        Ok(ingest_hf::build_entry(id, &info, &files, header.as_ref(), now)?)
+        run_blocking(HfFetch::new(&self.endpoint, id, now)?, |r| self.perform(r))
     }
 
     /// Searches the Hub.

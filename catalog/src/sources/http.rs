@@ -62,6 +62,16 @@ pub enum HttpError {
         /// The transport's message.
         message: String,
     },
+    /// The body stopped arriving: no byte for the stall timeout. What arrived is kept for resuming.
+    #[error("{url} sent no byte for {} s after {received} bytes; the partial file is kept: run the command again to resume", after.as_secs_f64())]
+    Stalled {
+        /// The URL.
+        url: String,
+        /// How long nothing arrived.
+        after: Duration,
+        /// Bytes received in this request before it stalled.
+        received: u64,
+    },
     /// A body larger than the caller allows.
     #[error("{url} sent more than {limit} bytes where a small document was expected")]
     TooLarge {
@@ -70,6 +80,18 @@ pub enum HttpError {
         /// The limit.
         limit: u64,
     },
+}
+
+impl HttpError {
+    /// The HTTP status behind the error, when the server answered one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::NotFound { .. } => Some(404),
+            HttpError::Denied { status, .. } | HttpError::Status { status, .. } => Some(*status),
+            HttpError::RateLimited { .. } => Some(429),
+            _ => None,
+        }
+    }
 }
 
 /// One response, status already checked.
@@ -84,6 +106,9 @@ pub struct Response {
     pub body: Box<dyn Read + Send + Sync + 'static>,
 }
 
+/// How long a body may send nothing before the transfer is abandoned (and resumed on the next pull).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A configured client for one source: its token and the hint shown on 401/403.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -91,6 +116,19 @@ pub struct HttpClient {
     token: Option<String>,
     denied_hint: String,
     retry_base: Duration,
+    stall_timeout: Duration,
+}
+
+/// The agent: connect and header timeouts, and `stall` as the longest wait for any one read.
+fn agent(stall: Duration) -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(stall))
+        .user_agent(concat!("open-model-catalog/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -105,17 +143,41 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client sending `token` as a bearer token, and saying `denied_hint` on 401/403.
     pub fn new(token: Option<String>, denied_hint: impl Into<String>) -> Self {
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .user_agent(concat!("open-model-catalog/", env!("CARGO_PKG_VERSION")))
-            .build();
         HttpClient {
-            agent: config.into(),
+            agent: agent(DEFAULT_STALL_TIMEOUT),
             token: token.filter(|t| !t.is_empty()),
             denied_hint: denied_hint.into(),
             retry_base: Duration::from_millis(500),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+        }
+    }
+
+    /// Sets how long a body may send nothing before the request fails with [`HttpError::Stalled`]
+    /// (a minute by default; tests use a second).
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
+        self.agent = agent(stall);
+        self.stall_timeout = stall;
+        self
+    }
+
+    /// The error for a failed body read: [`HttpError::Stalled`] when nothing arrived for the stall
+    /// timeout, else a transport error; `received` is what this request had delivered.
+    pub fn body_error(&self, url: &str, e: std::io::Error, received: u64) -> HttpError {
+        let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+            || e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+                .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)));
+        if timed_out {
+            HttpError::Stalled {
+                url: url.to_string(),
+                after: self.stall_timeout,
+                received,
+            }
+        } else {
+            HttpError::Transport {
+                url: url.to_string(),
+                message: e.to_string(),
+            }
         }
     }
 
@@ -233,6 +295,11 @@ impl HttpClient {
 
     /// GETs a JSON document, refusing other content types (an HTML error page is not model info).
     pub fn get_json(&self, url: &str) -> Result<Vec<u8>, HttpError> {
+        self.get_json_limited(url, JSON_LIMIT)
+    }
+
+    /// GETs a JSON document of at most `limit` bytes, refusing other content types.
+    pub fn get_json_limited(&self, url: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
         let resp = self.get(url, None)?;
         let ct = resp.content_type.to_ascii_lowercase();
         if !ct.is_empty() && !ct.contains("json") {
@@ -242,7 +309,7 @@ impl HttpClient {
                 expected: "application/json",
             });
         }
-        read_limited(url, resp, JSON_LIMIT)
+        read_limited(url, resp, limit)
     }
 }
 
@@ -264,5 +331,4 @@ fn read_limited(url: &str, resp: Response, limit: u64) -> Result<Vec<u8>, HttpEr
     Ok(out)
 }
 
-/// Largest JSON document accepted (a big model info is a few hundred KB; tokenizer configs up to a few MB).
-pub const JSON_LIMIT: u64 = 64 << 20;
+pub use crate::ingest::fetch::JSON_LIMIT;

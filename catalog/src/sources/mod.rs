@@ -1,5 +1,5 @@
-//! Sources: the I/O side of ingestion. Each source client fetches what [`crate::ingest`] asks for and
-//! hands the bytes back; one client type per source, configured by a builder with endpoint and token
+//! Sources: the I/O side of ingestion, listed by id scheme in [`registry`]. Each source client fetches
+//! what [`crate::ingest`] asks for and hands the bytes back; one client type per source, configured by a builder with endpoint and token
 //! (the command reads `HF_ENDPOINT`, `HF_TOKEN`, `CIVITAI_ENDPOINT`, `CIVITAI_TOKEN`; nothing below it
 //! reads the environment, stores or prints a token).
 
@@ -7,9 +7,11 @@ pub mod civitai;
 pub mod hf;
 pub mod http;
 pub mod local;
+pub mod registry;
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::ingest::IngestError;
 use http::{HttpClient, HttpError};
@@ -26,11 +28,6 @@ pub enum SourceError {
     /// The source has no such model.
     #[error("{0}")]
     NotFound(String),
-    /// A gated repo refused the files.
-    #[error(
-        "{0} is gated: accept its terms at https://huggingface.co/{1} and set HF_TOKEN to a token with access"
-    )]
-    Gated(String, String),
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -42,6 +39,15 @@ pub enum SourceError {
     /// A client got another source's id.
     #[error("{0} does not belong to this source")]
     WrongSource(String),
+}
+
+impl crate::ingest::fetch::HttpStatus for SourceError {
+    fn http_status(&self) -> Option<u16> {
+        match self {
+            SourceError::Http(e) => e.status(),
+            _ => None,
+        }
+    }
 }
 
 impl SourceError {
@@ -70,6 +76,7 @@ pub trait SourceClient: Sized {
 pub struct ClientBuilder<C> {
     endpoint: Option<String>,
     token: Option<String>,
+    stall_timeout: Option<Duration>,
     client: PhantomData<C>,
 }
 
@@ -78,6 +85,7 @@ impl<C> Default for ClientBuilder<C> {
         ClientBuilder {
             endpoint: None,
             token: None,
+            stall_timeout: None,
             client: PhantomData,
         }
     }
@@ -96,12 +104,19 @@ impl<C: SourceClient> ClientBuilder<C> {
         self
     }
 
+    /// How long a download may receive nothing before it fails (resumable); a minute when unset.
+    pub fn stall_timeout(mut self, stall: Option<Duration>) -> Self {
+        self.stall_timeout = stall;
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> C {
         let endpoint = self.endpoint.unwrap_or_else(|| C::PUBLIC_ENDPOINT.to_string());
-        C::from_parts(
-            endpoint.trim_end_matches('/').to_string(),
-            HttpClient::new(self.token, C::DENIED_HINT),
-        )
+        let mut http = HttpClient::new(self.token, C::DENIED_HINT);
+        if let Some(stall) = self.stall_timeout {
+            http = http.with_stall_timeout(stall);
+        }
+        C::from_parts(endpoint.trim_end_matches('/').to_string(), http)
     }
 }

@@ -5,5 +5,6 @@ mod common;
 mod civitai;
 mod downloads;
 mod hf;
+mod hostile;
 mod ingest;
 mod local;

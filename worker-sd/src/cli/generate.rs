@@ -60,7 +60,7 @@ pub struct GenerateArgs {
 
 fn read_image(path: &Path, field: &'static str) -> anyhow::Result<image::DynamicImage> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(worker_sd::output::decode_image(&bytes, field)?)
+    Ok(worker_sd::upload::decode_image(&bytes, field)?)
 }
 
 /// Runs `generate`.

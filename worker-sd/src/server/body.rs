@@ -91,7 +91,7 @@ fn decode(field: &'static str, text: &str) -> Result<image::DynamicImage, Worker
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .map_err(|e| WorkerError::invalid(field, format!("{field}: not valid base64 ({e})")))?;
-    crate::output::decode_image(&bytes, field).map_err(|e| WorkerError::invalid(field, e.to_string()))
+    crate::upload::decode_image(&bytes, field).map_err(|e| WorkerError::invalid(field, e.to_string()))
 }
 
 impl ImageRequestBody {
@@ -103,6 +103,7 @@ impl ImageRequestBody {
     }
 
     /// The generation request, with images decoded and `size` parsed; bad values name their field.
+    /// Decoding images is CPU work: async callers run this on a blocking thread.
     pub fn into_request(self) -> Result<GenerationRequest, WorkerError> {
         if let Some(format) = &self.response_format
             && format != "b64_json"

@@ -154,12 +154,17 @@ pub fn routes(runtime: Runtime<SdBackend>) -> Router {
         .with_state(runtime)
 }
 
-/// Parses and checks a body against the loaded model, so bad input is a 400 before it queues.
-fn job(runtime: &Runtime<SdBackend>, body: ImageRequestBody) -> Result<ImageJob, WorkerError> {
-    let backend = runtime.backend()?;
+/// Parses and checks a body against the loaded model, so bad input is a 400 before it queues; the
+/// uploaded images are decoded on a blocking thread, never on the async executor.
+async fn job(runtime: &Runtime<SdBackend>, body: ImageRequestBody) -> Result<ImageJob, WorkerError> {
+    // Not ready: say so before decoding anything.
+    runtime.backend()?;
     let preview_every = body.preview_every;
     let names = body.field_names();
-    let request = body.into_request()?;
+    let request = tokio::task::spawn_blocking(move || body.into_request())
+        .await
+        .map_err(|e| WorkerError::Internal(format!("decoding the uploaded images stopped: {e}")))??;
+    let backend = runtime.backend()?;
     let info = backend.pipeline.info();
     request
         .clone()
@@ -181,7 +186,7 @@ async fn generations(
     State(runtime): State<Runtime<SdBackend>>,
     JsonBody(body): JsonBody<ImageRequestBody>,
 ) -> Result<Response, WorkerError> {
-    let job = job(&runtime, body)?;
+    let job = job(&runtime, body).await?;
     let done = runtime.submit(job)?.collect_all().await?;
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -206,6 +211,6 @@ async fn stream(
     State(runtime): State<Runtime<SdBackend>>,
     JsonBody(body): JsonBody<ImageRequestBody>,
 ) -> Result<Response, WorkerError> {
-    let job = job(&runtime, body)?;
+    let job = job(&runtime, body).await?;
     runtime.stream_events(job)
 }

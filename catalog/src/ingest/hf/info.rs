@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::ingest::IngestError;
+use crate::ingest::{IngestError, NameKind, check_name};
 
 /// One file of a repository as model info lists it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -75,6 +75,12 @@ pub struct ModelInfo {
 }
 
 /// Parses a model-info response.
+/// The commit sha is checked here, once, because it names a folder (`snapshots/SHA`) and a URL segment.
 pub fn parse_model_info(bytes: &[u8]) -> Result<ModelInfo, IngestError> {
-    serde_json::from_slice(bytes).map_err(|e| IngestError::json("HuggingFace model info", e))
+    let info: ModelInfo =
+        serde_json::from_slice(bytes).map_err(|e| IngestError::json("HuggingFace model info", e))?;
+    if let Some(sha) = &info.sha {
+        check_name(NameKind::CommitSha, sha)?;
+    }
+    Ok(info)
 }
