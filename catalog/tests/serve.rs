@@ -130,7 +130,7 @@ async fn listen(app: axum::Router) -> String {
 
 /// A fake Hub with `mib` MiB of weights, and `catalog serve` on a fresh home pointing at it.
 async fn setup(mib: usize, token: Option<&str>) -> Setup {
-    let mut weights = common::tiny_llama_gguf();
+    let mut weights = common::tiny_llama_gguf_declaring(1);
     weights.resize(mib << 20, 0);
     let hub = Hub {
         weights: Arc::new(weights),
