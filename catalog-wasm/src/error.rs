@@ -39,9 +39,26 @@ pub enum WasmError {
         /// The start of the body, which often says why.
         body: String,
     },
+    /// A body larger than the catalog accepts for that request.
+    #[error("{url} sent more than {limit} bytes where a small document was expected")]
+    TooLarge {
+        /// The URL requested.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
     /// A value that could not be handed back to JavaScript.
     #[error("could not convert the result for JavaScript: {0}")]
     Output(String),
+}
+
+impl catalog::ingest::fetch::HttpStatus for WasmError {
+    fn http_status(&self) -> Option<u16> {
+        match self {
+            WasmError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 /// Reads an argument from JavaScript, naming the expected type when its shape is wrong.

@@ -2,15 +2,14 @@
 //! back; this room only performs the requests, with the caller's endpoint and token, through `fetch`.
 
 use artifacts_contract::{CatalogId, ModelEntry};
-use catalog::ingest::gguf::{self, GgufHeader};
-use catalog::ingest::hf_files::FetchedFiles;
+use catalog::ingest::fetch::{GgufRead, HfFetch, run};
 use catalog::ingest::{IngestError, civitai, hf};
 use chrono::{DateTime, Utc};
 use tsify::Ts;
 use wasm_bindgen::prelude::*;
 
 use crate::error::{WasmError, from_js, to_js};
-use crate::http::{SourceOptions, get_range, get_text};
+use crate::http::{SourceOptions, get_text, perform};
 use crate::ingest::{GgufMetadata, civitai_model_entries, entries_to_js, entry_to_js, now};
 
 /// The catalog's parser of one source's search answer.
@@ -56,49 +55,10 @@ async fn search(
     entries_to_js(parse(body.as_bytes(), now())?)
 }
 
-/// Reads a GGUF header with Range requests, growing the read as the parser asks.
-async fn read_gguf(url: &str, token: Option<&str>) -> Result<GgufHeader, WasmError> {
-    let mut size = gguf::FIRST_READ_BYTES;
-    loop {
-        let bytes = get_range(url, token, 0, size - 1).await?;
-        match gguf::parse_header(&bytes) {
-            Ok(header) => return Ok(header),
-            Err(err) => match gguf::next_read_size(&err) {
-                // A shorter answer than asked for is the whole file: asking again cannot help.
-                Some(next) if bytes.len() as u64 >= size && next > size => size = next,
-                _ => return Err(IngestError::from(err).into()),
-            },
-        }
-    }
-}
-
 async fn hf_entry(id: &CatalogId, opts: &SourceOptions) -> Result<ModelEntry, WasmError> {
-    let CatalogId::HuggingFace { repo, revision, .. } = id else {
-        return Err(IngestError::WrongScheme {
-            id: id.to_string(),
-            expected: "hf:",
-        }
-        .into());
-    };
     let token = opts.token.as_deref();
-    let base = opts.url("")?;
-    let text = get_text(&hf::model_info_url(&base, repo, revision.as_deref()), token).await?;
-    let info = hf::parse_model_info(text.as_bytes())?;
-    let plan = hf::plan_fetch(id, &info)?;
-    let rev = revision
-        .clone()
-        .or_else(|| info.sha.clone())
-        .unwrap_or_else(|| "main".into());
-    let mut files = FetchedFiles::new();
-    for name in &plan.metadata_files {
-        let body = get_text(&hf::file_url(&base, repo, &rev, name), token).await?;
-        files.insert(name.clone(), body.into_bytes());
-    }
-    let header = match &plan.gguf_file {
-        Some(file) => Some(read_gguf(&hf::file_url(&base, repo, &rev, file), token).await?),
-        None => None,
-    };
-    Ok(hf::build_entry(id, &info, &files, header.as_ref(), now())?)
+    let fetch = HfFetch::new(&opts.url("")?, id, now())?;
+    run(fetch, |request| perform(request, token)).await
 }
 
 /// `fetchHfModel(id, { endpoint, token })`: model info, the metadata files and GGUF header the catalog
@@ -182,6 +142,7 @@ pub async fn fetch_gguf_metadata(url: String, token: Option<String>) -> Result<T
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(WasmError::Endpoint(url).into());
     }
-    let header = read_gguf(&url, token.as_deref()).await?;
+    let token = token.as_deref();
+    let header = run(GgufRead::new(url), |request| perform(request, token)).await?;
     Ok(to_js(&GgufMetadata::from(&header))?)
 }

@@ -8,6 +8,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Headers, Request, RequestInit, Response};
 
+use catalog::ingest::fetch::Request as FetchRequest;
+
 use crate::error::WasmError;
 
 /// Where one source lives and how to authenticate: passed in on every call, never built in.
@@ -108,9 +110,12 @@ pub async fn get_text(url: &str, token: Option<&str>) -> Result<String, WasmErro
     })
 }
 
-/// Bytes `start..=end` of a resource (HTTP Range); servers that ignore ranges send the whole body.
-pub async fn get_range(url: &str, token: Option<&str>, start: u64, end: u64) -> Result<Vec<u8>, WasmError> {
-    let response = send(url, token, Some((start, end))).await?;
+/// Performs one request a catalog fetch machine asks for (`catalog::ingest::fetch`): a Range read is
+/// cut at its end (servers that ignore ranges send the whole body), any other body over its limit is
+/// refused.
+pub async fn perform(request: FetchRequest, token: Option<&str>) -> Result<Vec<u8>, WasmError> {
+    let url = request.url.as_str();
+    let response = send(url, token, request.range).await?;
     let failed = |e: JsValue| WasmError::Network {
         url: url.to_string(),
         message: js_message(e),
@@ -118,5 +123,13 @@ pub async fn get_range(url: &str, token: Option<&str>, start: u64, end: u64) -> 
     let buffer = JsFuture::from(response.array_buffer().map_err(failed)?)
         .await
         .map_err(failed)?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+    let array = Uint8Array::new(&buffer);
+    let len = u64::from(array.length());
+    if request.range.is_none() && len > request.limit {
+        return Err(WasmError::TooLarge {
+            url: url.to_string(),
+            limit: request.limit,
+        });
+    }
+    Ok(array.subarray(0, len.min(request.limit) as u32).to_vec())
 }

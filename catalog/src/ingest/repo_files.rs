@@ -35,7 +35,7 @@ pub fn gguf_split(name: &str) -> Option<(&str, u32, u32)> {
         return None;
     }
     let (index, count): (u32, u32) = (index.parse().ok()?, count.parse().ok()?);
-    (index >= 1 && index <= count).then_some((prefix, index, count))
+    (1..=count).contains(&index).then_some((prefix, index, count))
 }
 
 /// True for the GGUF files a user chooses between: single files and the first shard of a split model

@@ -43,12 +43,11 @@ fn tree(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn a_hub_answering_a_climbing_sha_is_refused_before_anything_is_written() {
     let server = Server::start();
     serve_repo_with_sha(&server, "../../../../x", &tiny_llama_gguf());
-    let env = Env::new(&server);
+    let mut env = Env::new(&server);
     // HF_HOME two levels down, so `../../../../x` from its snapshots folder would land in this tempdir.
     let outer = tempfile::tempdir().unwrap();
     let hf_home = outer.path().join("a/b");
     std::fs::create_dir_all(&hf_home).unwrap();
-    let mut env = env;
     env.extra.push(("HF_HOME".into(), hf_home.display().to_string()));
     let err = env.fails(&["add", "hf:evil/tiny-GGUF"]);
     assert!(
