@@ -47,6 +47,14 @@ pub fn resolve(
         };
         ModelSource::SingleFile { path, config: None }
     };
+    let model_hash = match &source {
+        ModelSource::SingleFile { path, .. } => resolved
+            .files
+            .iter()
+            .find(|(_, p)| p == path)
+            .and_then(|(f, _)| f.sha256.clone()),
+        ModelSource::Diffusers(_) => None,
+    };
     let vae = resolved
         .paths_with_role(FileRole::Vae)
         .first()
@@ -59,6 +67,7 @@ pub fn resolve(
             vae: options.vae.clone().or(vae),
             model_name: resolved.entry.name.clone(),
             defaults: Some(defaults(config)),
+            model_hash,
             ..options
         },
     ))
