@@ -15,7 +15,7 @@ pub struct Noise {
 
 /// The generator behind a [`Noise`].
 enum Source {
-    ChaCha(ChaCha8Rng),
+    ChaCha(Box<ChaCha8Rng>),
     TorchCpu(Box<TorchCpuRng>),
     TorchCuda(PhiloxRng),
 }
@@ -29,7 +29,7 @@ impl Noise {
     /// Noise drawn from `seed` by the generator `kind` (torch's, to reproduce other tools' images).
     pub fn new(kind: RngKind, seed: u64) -> Self {
         let source = match kind {
-            RngKind::Default => Source::ChaCha(ChaCha8Rng::seed_from_u64(seed)),
+            RngKind::Default => Source::ChaCha(Box::new(ChaCha8Rng::seed_from_u64(seed))),
             RngKind::TorchCpu => Source::TorchCpu(Box::new(TorchCpuRng::new(seed))),
             RngKind::TorchCuda => Source::TorchCuda(PhiloxRng::new(seed)),
         };

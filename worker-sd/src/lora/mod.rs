@@ -199,6 +199,9 @@ pub fn detect_base(tensors: &HashMap<String, Tensor>) -> ImageBase {
     }
 }
 
+/// A component's tensors by name.
+pub type TensorMap = HashMap<String, Tensor>;
+
 /// The module names of each target, flattened, to their weight keys.
 fn indexes(targets: &[Target<'_>]) -> Vec<HashMap<String, String>> {
     targets
@@ -274,10 +277,7 @@ pub fn set_key(loras: &[ActiveLora]) -> String {
 
 /// Merges `loras` into copies of `targets`' tensor maps: one map per target (shared tensors except the
 /// adapted ones) and one report per adapter. An adapter that places none of its tensors is an error.
-pub fn patch(
-    targets: &[Target<'_>],
-    loras: &[ActiveLora],
-) -> Result<(Vec<HashMap<String, Tensor>>, Vec<LoraReport>)> {
+pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<TensorMap>, Vec<LoraReport>)> {
     let indexes = indexes(targets);
     let mut maps: Vec<HashMap<String, Tensor>> = targets.iter().map(|t| t.tensors.clone()).collect();
     let mut reports = Vec::with_capacity(loras.len());
