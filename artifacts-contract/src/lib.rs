@@ -14,6 +14,7 @@ pub mod compat;
 pub mod config;
 pub mod entry;
 pub mod id;
+pub mod lora;
 #[cfg(feature = "ts")]
 pub mod typescript;
 pub mod weights;

@@ -5,17 +5,36 @@ use candle_core::{Device, Shape, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::rng::{PhiloxRng, RngKind, TorchCpuRng};
+
 /// The random numbers of one image: its initial latents and any noise an ancestral sampler adds.
 pub struct Noise {
-    rng: ChaCha8Rng,
+    source: Source,
     initial: Option<Tensor>,
+}
+
+/// The generator behind a [`Noise`].
+enum Source {
+    ChaCha(Box<ChaCha8Rng>),
+    TorchCpu(Box<TorchCpuRng>),
+    TorchCuda(PhiloxRng),
 }
 
 impl Noise {
     /// Noise drawn from `seed` (ChaCha8, reproducible across platforms and rand versions).
     pub fn seeded(seed: u64) -> Self {
+        Noise::new(RngKind::Default, seed)
+    }
+
+    /// Noise drawn from `seed` by the generator `kind` (torch's, to reproduce other tools' images).
+    pub fn new(kind: RngKind, seed: u64) -> Self {
+        let source = match kind {
+            RngKind::Default => Source::ChaCha(Box::new(ChaCha8Rng::seed_from_u64(seed))),
+            RngKind::TorchCpu => Source::TorchCpu(Box::new(TorchCpuRng::new(seed))),
+            RngKind::TorchCuda => Source::TorchCuda(PhiloxRng::new(seed)),
+        };
         Noise {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            source,
             initial: None,
         }
     }
@@ -42,16 +61,21 @@ impl Noise {
                 op: "initial noise",
             });
         }
-        let values: Vec<f32> = (0..shape.elem_count()).map(|_| self.gaussian()).collect();
+        let n = shape.elem_count();
+        let values: Vec<f32> = match &mut self.source {
+            Source::ChaCha(rng) => (0..n).map(|_| gaussian(rng)).collect(),
+            Source::TorchCpu(rng) => rng.randn(n),
+            Source::TorchCuda(rng) => rng.randn(n),
+        };
         Tensor::from_vec(values, shape, device)
     }
+}
 
-    /// One standard normal number (Box-Muller).
-    fn gaussian(&mut self) -> f32 {
-        let u1: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
-        let u2: f64 = self.rng.random();
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    }
+/// One standard normal number (Box-Muller).
+fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
 #[cfg(test)]

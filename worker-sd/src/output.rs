@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor};
 use image::RgbImage;
 
 use crate::error::{Result, SdError};
+use crate::pipeline::PipelineInfo;
 use crate::request::ValidRequest;
 
 /// A `(3, h, w)` or `(1, 3, h, w)` tensor in [-1, 1] as 8-bit RGB.
@@ -43,21 +44,46 @@ pub fn from_image(image: &RgbImage, device: &candle_core::Device) -> Result<Tens
     Ok(((tensor / 127.5)? - 1.0)?.unsqueeze(0)?)
 }
 
-/// The A1111 `parameters` text: prompt, then `Negative prompt:`, then one line of `Key: value` pairs.
-pub fn parameters(request: &ValidRequest, seed: u64, model: &str) -> String {
+/// The A1111 `parameters` text: prompt (with its LoRAs as `<lora:NAME:WEIGHT>` tags), then
+/// `Negative prompt:`, then one line of `Key: value` pairs, with `Model hash` and `Lora hashes` (the short
+/// SHA-256s CivitAI recognizes resources by) when known.
+pub fn parameters(request: &ValidRequest, seed: u64, info: &PipelineInfo) -> String {
+    let model = &info.model_name;
     let mut text = request.prompt.clone();
+    for lora in &request.loras {
+        text.push_str(&format!(" <lora:{}:{}>", lora.file.name, lora.weight));
+    }
     if !request.negative_prompt.is_empty() {
         text.push_str(&format!("\nNegative prompt: {}", request.negative_prompt));
     }
     text.push_str(&format!(
-        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}",
-        request.steps, request.scheduler, request.cfg_scale, seed, request.width, request.height, model
+        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, ",
+        request.steps, request.scheduler, request.cfg_scale, seed, request.width, request.height
     ));
+    if let Some(hash) = &info.model_hash {
+        text.push_str(&format!("Model hash: {}, ", &hash[..hash.len().min(10)]));
+    }
+    text.push_str(&format!("Model: {model}"));
     if request.clip_skip > 1 {
         text.push_str(&format!(", Clip skip: {}", request.clip_skip));
     }
     if request.init_image.is_some() {
         text.push_str(&format!(", Denoising strength: {}", request.strength));
+    }
+    if let Some(rng) = request.rng.a1111_name() {
+        text.push_str(&format!(", RNG: {rng}"));
+    }
+    if !request.loras.is_empty() {
+        let hashes: Vec<String> = request
+            .loras
+            .iter()
+            .map(|l| format!("{}: {}", l.file.name.replace([':', ','], ""), l.file.short_hash))
+            .collect();
+        // A1111 quotes a value holding commas or colons as a JSON string.
+        text.push_str(&format!(
+            ", Lora hashes: {}",
+            serde_json::Value::from(hashes.join(", "))
+        ));
     }
     text
 }

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use crate::error::{Result, SdError};
+use crate::lora::{ActiveLora, LoraReport};
 use crate::noise::Noise;
 use crate::request::{Defaults, GenerationRequest, ValidRequest};
 
@@ -55,6 +56,10 @@ pub struct LoadOptions {
     pub model_name: String,
     /// Defaults from the catalog entry (steps, CFG, sampler, clip skip), overriding the base's.
     pub defaults: Option<Defaults>,
+    /// Where requests' LoRAs are looked up beside paths.
+    pub loras: crate::lora::Library,
+    /// The SHA-256 of the checkpoint file (AUTOMATIC1111's `Model hash` is its first 10 digits).
+    pub model_hash: Option<String>,
 }
 
 impl LoadOptions {
@@ -68,6 +73,8 @@ impl LoadOptions {
             vae: None,
             model_name: model_name.into(),
             defaults: None,
+            loras: crate::lora::Library::default(),
+            model_hash: None,
         }
     }
 }
@@ -85,6 +92,10 @@ pub struct PipelineInfo {
     pub max_clip_skip: u32,
     /// Whether the denoiser takes a mask and masked image (9-channel inpainting UNet).
     pub inpaint_model: bool,
+    /// Where requests' LoRAs are looked up.
+    pub loras: crate::lora::Library,
+    /// The SHA-256 of the checkpoint file, when known.
+    pub model_hash: Option<String>,
 }
 
 /// One denoising step done, for progress bars, streaming and previews.
@@ -121,6 +132,18 @@ pub trait ImagePipeline: Send + Sync {
 
     /// A small, cheap picture of latents mid-generation (one pixel per latent).
     fn preview(&self, latents: &Tensor) -> Result<RgbImage>;
+
+    /// Merges `loras` (kept for the requests that use the same set) and says what each applied; bases
+    /// that take no LoRAs refuse them.
+    fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        if loras.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(SdError::invalid(
+            "loras",
+            format!("{} models do not take LoRAs yet", self.info().base),
+        ))
+    }
 }
 
 /// A registered base: how to recognize its files and load them.
@@ -175,6 +198,8 @@ pub struct GeneratedImage {
     pub seed: u64,
     /// The parameters as the popular UIs write them in the PNG `parameters` chunk.
     pub parameters: String,
+    /// What each of the request's LoRAs applied.
+    pub loras: Vec<LoraReport>,
 }
 
 /// Called after every step with, every `preview_every` steps, a small preview; an error (usually
@@ -190,11 +215,35 @@ pub fn generate(
     on_step: &mut StepFn<'_>,
 ) -> Result<Vec<GeneratedImage>> {
     let info = pipeline.info().clone();
-    let request = request.validate(&info.defaults, info.max_clip_skip)?;
+    let mut request = request;
+    let (prompt, tagged) = crate::lora::extract_tags(&request.prompt)?;
+    request.prompt = prompt;
+    let specs: Vec<_> = request.loras.drain(..).chain(tagged).collect();
+    let mut request = request.validate(&info.defaults, info.max_clip_skip)?;
+    for spec in specs {
+        if !spec.weight.is_finite() || spec.weight.abs() > 10.0 {
+            return Err(SdError::invalid(
+                "loras",
+                format!(
+                    "weight of {} must be within [-10, 10], got {}",
+                    spec.model, spec.weight
+                ),
+            ));
+        }
+        let file = info.loras.resolve(&spec.model, info.base)?;
+        request.loras.push(ActiveLora {
+            file,
+            weight: spec.weight,
+        });
+    }
+    let reports = pipeline.prepare_loras(&request.loras)?;
+    for warning in reports.iter().filter_map(LoraReport::warning) {
+        tracing::warn!("{warning}");
+    }
     (0..request.batch_size)
         .map(|index| {
             let seed = request.seed.wrapping_add(index as u64);
-            let mut noise = Noise::seeded(seed);
+            let mut noise = Noise::new(request.rng, seed);
             let mut progress = |p: &Progress<'_>| {
                 let preview = match preview_every {
                     Some(every) if every > 0 && p.step % every == 0 && p.step < p.steps => {
@@ -208,7 +257,8 @@ pub fn generate(
             Ok(GeneratedImage {
                 image: crate::output::to_image(&tensor)?,
                 seed,
-                parameters: crate::output::parameters(&request, seed, &info.model_name),
+                parameters: crate::output::parameters(&request, seed, &info),
+                loras: reports.clone(),
             })
         })
         .collect()

@@ -4,6 +4,7 @@
 use image::{GrayImage, RgbImage};
 
 use crate::error::{Result, SdError};
+use crate::rng::RngKind;
 
 /// The largest width or height accepted (pixels).
 pub const MAX_SIDE: u32 = 2048;
@@ -43,6 +44,10 @@ pub struct GenerationRequest {
     pub strength: Option<f64>,
     /// Inpainting: white where to repaint, black where to keep (the init image's size).
     pub mask: Option<GrayImage>,
+    /// The random number generator by name (`default`, `torch-cpu`, `torch-cuda`); `default` when `None`.
+    pub rng: Option<String>,
+    /// LoRAs to apply, beside the `<lora:NAME:WEIGHT>` tags of the prompt.
+    pub loras: Vec<crate::lora::LoraSpec>,
 }
 
 /// A model's defaults for the fields a request leaves out.
@@ -89,6 +94,11 @@ pub struct ValidRequest {
     pub strength: f64,
     /// Where to repaint, at the output size.
     pub mask: Option<GrayImage>,
+    /// Which generator draws the noise.
+    pub rng: RngKind,
+    /// The LoRAs to merge, resolved (empty after [`GenerationRequest::validate`]; `pipeline::generate`
+    /// fills it).
+    pub loras: Vec<crate::lora::ActiveLora>,
 }
 
 impl GenerationRequest {
@@ -167,7 +177,19 @@ impl GenerationRequest {
                 ));
             }
         }
+        let rng = match self.rng.as_deref() {
+            None => RngKind::Default,
+            Some(name) => RngKind::parse(name).ok_or_else(|| {
+                let known: Vec<_> = RngKind::ALL.iter().map(|k| k.name()).collect();
+                SdError::invalid(
+                    "rng",
+                    format!("unknown generator {name:?}; known: {}", known.join(", ")),
+                )
+            })?,
+        };
         Ok(ValidRequest {
+            rng,
+            loras: Vec::new(),
             prompt: self.prompt,
             negative_prompt: self.negative_prompt,
             width,

@@ -59,6 +59,14 @@ pub fn resolve(
         };
         ModelSource::SingleFile { path, config: None }
     };
+    let model_hash = match &source {
+        ModelSource::SingleFile { path, .. } => resolved
+            .files
+            .iter()
+            .find(|(_, p)| p == path)
+            .and_then(|(f, _)| f.sha256.clone()),
+        ModelSource::Diffusers(_) => None,
+    };
     let vae = resolved
         .files
         .iter()
@@ -72,6 +80,7 @@ pub fn resolve(
             vae: options.vae.clone().or(vae),
             model_name: resolved.entry.name.clone(),
             defaults: Some(defaults(config)),
+            model_hash,
             ..options
         },
     ))

@@ -53,6 +53,14 @@ pub struct GenerateArgs {
     /// Inpainting: white where to repaint (the init image's size).
     #[arg(long, requires = "init_image")]
     mask: Option<PathBuf>,
+    /// Random number generator: `default`, `torch-cpu` (the seeds of ComfyUI and diffusers on CPU) or
+    /// `torch-cuda` (AUTOMATIC1111's default).
+    #[arg(long)]
+    rng: Option<String>,
+    /// A LoRA to apply, `ID[:WEIGHT]` (a catalog id, a LoRA entry's name or a `.safetensors` path;
+    /// weight 1 by default); repeat for several. `<lora:NAME:WEIGHT>` in the prompt works too.
+    #[arg(long = "lora", value_parser = parse_lora)]
+    loras: Vec<worker_sd::lora::LoraSpec>,
     /// Folder to write the PNGs to.
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -89,6 +97,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             .map(|p| read_image(p, "mask"))
             .transpose()?
             .map(|i| i.to_luma8()),
+        rng: args.rng,
+        loras: args.loras,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let pipeline = args.model.load()?;
@@ -109,12 +119,36 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         images.len(),
         started.elapsed().as_secs_f64()
     );
+    for report in images.first().map(|i| i.loras.as_slice()).unwrap_or_default() {
+        eprintln!(
+            "LoRA {} x{}: applied {} of {} tensors",
+            report.name, report.weight, report.applied, report.total
+        );
+        if let Some(warning) = report.warning() {
+            eprintln!("warning: {warning}");
+        }
+    }
     for image in images {
         let path = free_path(&args.out, image.seed);
         worker_sd::output::write_png(&path, &image.image, &image.parameters)?;
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// `ID[:WEIGHT]`: the weight is the last field when it is a number (ids may hold colons).
+fn parse_lora(text: &str) -> Result<worker_sd::lora::LoraSpec, String> {
+    let (model, weight) = match text.rsplit_once(':') {
+        Some((model, w)) if w.parse::<f64>().is_ok() => (model, w.parse().unwrap_or(1.0)),
+        _ => (text, 1.0),
+    };
+    if model.is_empty() {
+        return Err("expected ID[:WEIGHT]".into());
+    }
+    Ok(worker_sd::lora::LoraSpec {
+        model: model.to_string(),
+        weight,
+    })
 }
 
 /// `DIR/SEED.png`, or `DIR/SEED-N.png` when taken: never overwrites an earlier image.

@@ -48,8 +48,15 @@ impl SdModelArgs {
         options.dtype = default_dtype(&device);
         options.device = device.clone();
         options.vae = self.vae.clone();
-        let (mut source, options) = match self.shared.source()? {
+        let home = self
+            .shared
+            .catalog_home
+            .clone()
+            .or_else(|| std::env::var_os("CATALOG_HOME").map(PathBuf::from));
+        options.loras = worker_sd::lora::Library::new(home);
+        let (mut source, mut options) = match self.shared.source()? {
             ModelOrigin::Catalog { id, catalog } => {
+                options.loras = worker_sd::lora::Library::new(Some(catalog.home().to_path_buf()));
                 worker_sd::resolve::resolve(&catalog, &id, device_kind(&device), options)?
             }
             ModelOrigin::Path(path) if path.is_dir() => (ModelSource::Diffusers(path), options),
@@ -66,6 +73,12 @@ impl SdModelArgs {
             && config.is_none()
         {
             config.clone_from(&self.config_folder);
+        }
+        // AUTOMATIC1111's `Model hash` of a single file, when the catalog did not publish one.
+        if let ModelSource::SingleFile { path, .. } = &source
+            && options.model_hash.is_none()
+        {
+            options.model_hash = worker_sd::lora::file_sha256(path).ok();
         }
         let name = options.model_name.clone();
         let bytes = worker_sd::loading::weights_size(source.path());

@@ -153,6 +153,8 @@ impl FluxImagePipeline {
             defaults: defaults(guidance, options.defaults.as_ref()),
             max_clip_skip: 1,
             inpaint_model: false,
+            loras: options.loras.clone(),
+            model_hash: options.model_hash.clone(),
         };
         Ok(FluxImagePipeline {
             pipe,

@@ -14,6 +14,7 @@ use crate::request::ValidRequest;
 /// The final latents of one image.
 pub(super) fn run(
     p: &SdPipeline,
+    unet: &candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel,
     request: &ValidRequest,
     context: &Tensor,
     index: u32,
@@ -34,7 +35,7 @@ pub(super) fn run(
     let inputs = ImageInputs::new(request, (h, w), inpaint_model, (p.dtype, &p.device), &encode)?;
     let start = inputs.start(request);
     scheduler.begin_at(start)?;
-    let unet = |model_in: &Tensor, t: f64| -> Result<Tensor> { Ok(p.unet.forward(model_in, t, context)?) };
+    let unet = |model_in: &Tensor, t: f64| -> Result<Tensor> { Ok(unet.forward(model_in, t, context)?) };
     guided_steps(
         request,
         index,

@@ -13,6 +13,7 @@ pub mod vae;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use artifacts_contract::{ImageBase, ImageVariant};
 use candle_core::{DType, Device, Tensor};
@@ -22,6 +23,7 @@ use image::RgbImage;
 
 use crate::error::{Result, SdError};
 use crate::loading::{component_weights, load_tensors, read_config};
+use crate::lora::{ActiveLora, Component, LoraReport, Target};
 use crate::noise::Noise;
 use crate::pipeline::{BaseSpec, ImagePipeline, LoadOptions, ModelSource, PipelineInfo, ProgressFn};
 use crate::request::{Defaults, ValidRequest};
@@ -228,11 +230,27 @@ pub(crate) fn sd15_clip() -> ClipConfig {
     }
 }
 
+/// The models LoRAs change: the text encoder and the UNet, built from (possibly adapted) tensors.
+pub struct SdModels {
+    text_encoder: ClipTextEncoder,
+    unet: UNet2DConditionModel,
+}
+
+/// The base tensors of the adaptable models, kept so LoRAs are merged into copies and never reloaded.
+struct BaseWeights {
+    text: (ClipConfig, HashMap<String, Tensor>),
+    unet: (UnetConfig, HashMap<String, Tensor>),
+}
+
+/// The models of the last LoRA set, by its key (paths and weights).
+type Adapted = Mutex<Option<(String, Arc<SdModels>)>>;
+
 /// A loaded SD 1.x/2.x pipeline.
 pub struct SdPipeline {
     tokenizer: Option<ClipTokenizer>,
-    text_encoder: ClipTextEncoder,
-    unet: UNet2DConditionModel,
+    models: Arc<SdModels>,
+    base_weights: BaseWeights,
+    adapted: Adapted,
     unet_in_channels: usize,
     vae: Vae,
     scheduler: SchedulerConfig,
@@ -246,22 +264,28 @@ impl SdPipeline {
     pub fn new(parts: Parts, options: &LoadOptions) -> Result<Self> {
         let (device, dtype) = (&options.device, options.dtype);
         let (text_config, text_tensors) = parts.text_encoder;
-        let text_encoder = ClipTextEncoder::new(
-            VarBuilder::from_tensors(text_tensors, dtype, device),
-            &text_config,
-        )?;
         let tokenizer = parts
             .tokenizer
             .map(|folder| ClipTokenizer::load(&folder, text_config.max_position_embeddings))
             .transpose()?;
         let (unet_config, unet_tensors) = parts.unet;
-        let unet = UNet2DConditionModel::new(
-            VarBuilder::from_tensors(unet_tensors, dtype, device),
-            unet_config.in_channels,
-            unet_config.out_channels,
-            false,
-            unet_config.to_candle(),
-        )?;
+        // In the model's dtype, so the kept base tensors are the ones the models use (no second copy).
+        let cast = |map: HashMap<String, Tensor>| -> Result<HashMap<String, Tensor>> {
+            map.into_iter()
+                .map(|(k, v)| Ok((k, v.to_device(device)?.to_dtype(dtype)?)))
+                .collect()
+        };
+        let base_weights = BaseWeights {
+            text: (text_config.clone(), cast(text_tensors)?),
+            unet: (unet_config.clone(), cast(unet_tensors)?),
+        };
+        let models = Arc::new(build_models(
+            &base_weights,
+            &base_weights.text.1,
+            &base_weights.unet.1,
+            dtype,
+            device,
+        )?);
         let (vae_config, vae_tensors) = match &options.vae {
             Some(path) => separate_vae(path, device)?,
             None => parts.vae,
@@ -286,11 +310,14 @@ impl SdPipeline {
             defaults,
             max_clip_skip: text_config.num_hidden_layers as u32,
             inpaint_model: unet_config.in_channels == 9,
+            loras: options.loras.clone(),
+            model_hash: options.model_hash.clone(),
         };
         Ok(SdPipeline {
             tokenizer,
-            text_encoder,
-            unet,
+            models,
+            base_weights,
+            adapted: Mutex::new(None),
             unet_in_channels: unet_config.in_channels,
             vae,
             scheduler,
@@ -307,12 +334,53 @@ impl SdPipeline {
 
     /// The text encoder, for tests and for bases that share it.
     pub fn text_encoder(&self) -> &ClipTextEncoder {
-        &self.text_encoder
+        &self.models.text_encoder
     }
 
     /// The UNet, for tests that compare one call.
     pub fn unet(&self) -> &UNet2DConditionModel {
-        &self.unet
+        &self.models.unet
+    }
+
+    /// The models with `loras` merged in: the plain ones when there are none, else built from copies of
+    /// the adapted tensors (the last set is kept, so a run of requests with the same LoRAs merges once).
+    pub fn models_for(&self, loras: &[ActiveLora]) -> Result<(Arc<SdModels>, Vec<LoraReport>)> {
+        if loras.is_empty() {
+            return Ok((self.models.clone(), Vec::new()));
+        }
+        let key = crate::lora::set_key(loras);
+        let no_aliases = HashMap::new();
+        let targets = [
+            Target {
+                component: Component::Text(0),
+                tensors: &self.base_weights.text.1,
+                aliases: &no_aliases,
+            },
+            Target {
+                component: Component::Denoiser,
+                tensors: &self.base_weights.unet.1,
+                aliases: &no_aliases,
+            },
+        ];
+        let cached = self.adapted.lock().ok().and_then(|a| a.clone());
+        // The reports are cheap to recompute (names only); the merge is what the cache saves.
+        if let Some((cached_key, models)) = cached
+            && cached_key == key
+        {
+            return Ok((models, crate::lora::reports(&targets, loras)));
+        }
+        let (maps, reports) = crate::lora::patch(&targets, loras)?;
+        let models = Arc::new(build_models(
+            &self.base_weights,
+            &maps[0],
+            &maps[1],
+            self.dtype,
+            &self.device,
+        )?);
+        if let Ok(mut adapted) = self.adapted.lock() {
+            *adapted = Some((key, models.clone()));
+        }
+        Ok((models, reports))
     }
 
     /// A prompt's token row.
@@ -352,6 +420,10 @@ pub(crate) fn separate_vae(path: &Path, device: &Device) -> Result<(VaeConfig, H
 impl ImagePipeline for SdPipeline {
     fn info(&self) -> &PipelineInfo {
         &self.info
+    }
+
+    fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        Ok(self.models_for(loras)?.1)
     }
 
     fn generate_one(
@@ -399,9 +471,10 @@ impl SdPipeline {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Tensor> {
         let skip = request.clip_skip as usize;
+        let (models, _) = self.models_for(&request.loras)?;
         let encode = |tokens: &Tensor| -> Result<Tensor> {
-            let out = self.text_encoder.forward(tokens)?;
-            Ok(out.with_clip_skip(&self.text_encoder, skip)?)
+            let out = models.text_encoder.forward(tokens)?;
+            Ok(out.with_clip_skip(&models.text_encoder, skip)?)
         };
         let guided = request.cfg_scale > 1.0;
         let context = if guided {
@@ -411,6 +484,7 @@ impl SdPipeline {
         };
         denoise::run(
             self,
+            &models.unet,
             request,
             &context.to_dtype(self.dtype)?,
             index,
@@ -418,4 +492,27 @@ impl SdPipeline {
             progress,
         )
     }
+}
+
+/// Builds the text encoder and UNet from tensor maps (the base ones, or copies with LoRAs merged).
+fn build_models(
+    base: &BaseWeights,
+    text: &HashMap<String, Tensor>,
+    unet: &HashMap<String, Tensor>,
+    dtype: DType,
+    device: &Device,
+) -> Result<SdModels> {
+    let text_encoder = ClipTextEncoder::new(
+        VarBuilder::from_tensors(text.clone(), dtype, device),
+        &base.text.0,
+    )?;
+    let config = &base.unet.0;
+    let unet = UNet2DConditionModel::new(
+        VarBuilder::from_tensors(unet.clone(), dtype, device),
+        config.in_channels,
+        config.out_channels,
+        false,
+        config.to_candle(),
+    )?;
+    Ok(SdModels { text_encoder, unet })
 }

@@ -140,6 +140,37 @@ pub fn split_layout(
     Ok(out)
 }
 
+/// The original (LDM) module path of each diffusers UNet module path, the inverse of [`split_layout`]'s
+/// renaming: how kohya's SDXL LoRAs (`lora_unet_input_blocks_4_1_...`) find their modules.
+pub fn unet_ldm_names<'a>(
+    unet: &UnetLayout,
+    modules: impl Iterator<Item = &'a str>,
+) -> HashMap<String, String> {
+    const RESNET: [(&str, &str); 6] = [
+        ("norm1.", "in_layers.0."),
+        ("conv1.", "in_layers.2."),
+        ("norm2.", "out_layers.0."),
+        ("conv2.", "out_layers.3."),
+        ("time_emb_proj.", "emb_layers.1."),
+        ("conv_shortcut.", "skip_connection."),
+    ];
+    let prefixes = unet_prefixes(unet);
+    modules
+        .filter_map(|module| {
+            let dotted = format!("{module}.");
+            prefixes.iter().find_map(|(old, new, kind)| {
+                let rest = dotted.strip_prefix(new.as_str())?;
+                let rest = match kind {
+                    Inner::Resnet => replace_start(rest, &RESNET),
+                    _ => rest.to_string(),
+                };
+                let ldm = format!("{old}{rest}");
+                Some((ldm.trim_end_matches('.').to_string(), module.to_string()))
+            })
+        })
+        .collect()
+}
+
 /// `(original prefix, diffusers prefix, kind)`; `kind` picks the inner renaming.
 type Prefixes = Vec<(String, String, Inner)>;
 

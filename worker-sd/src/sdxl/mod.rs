@@ -10,28 +10,29 @@
 //! only the defaults and the schedule differ, which the catalog entry's `ImageConfig` and the model's
 //! `scheduler/scheduler_config.json` carry.
 
+mod adapt;
 pub mod parts;
 pub mod pipeline;
 pub mod text;
 pub mod unet;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use artifacts_contract::{Distillation, ImageBase, ImageConfig, ImageVariant};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::error::SdError;
 use crate::loading::read_config;
+use crate::lora::{ActiveLora, LoraReport};
 use crate::noise::Noise;
 use crate::pipeline::{BaseSpec, ImagePipeline, LoadOptions, ModelSource, PipelineInfo, ProgressFn};
 use crate::request::ValidRequest;
 use crate::schedulers::{SchedulerConfig, TimestepSpacing};
-use crate::sd::clip::{ClipConfig, ClipTextEncoder};
-use crate::sd::tokenizer::ClipTokenizer;
 use crate::sd::vae::Vae;
+use adapt::SdxlBase;
+pub use adapt::SdxlModels;
 pub use parts::Parts;
 use pipeline::SdxlPrompt;
 use text::TextEncoders;
@@ -119,8 +120,8 @@ fn load(source: &ModelSource, options: &LoadOptions) -> crate::Result<Box<dyn Im
 
 /// A loaded SDXL pipeline.
 pub struct SdxlPipeline {
-    text: TextEncoders,
-    unet: Unet,
+    models: Arc<SdxlModels>,
+    base: SdxlBase,
     unet_in_channels: usize,
     vae: Vae,
     vae_dtype: DType,
@@ -134,26 +135,16 @@ impl SdxlPipeline {
     /// Builds the models from their parts.
     pub fn new(parts: Parts, options: &LoadOptions) -> crate::Result<Self> {
         let (device, dtype) = (&options.device, options.dtype);
-        type Weights = (ClipConfig, HashMap<String, Tensor>);
-        let encoder = |(config, tensors): Weights,
-                       tokenizer: Option<PathBuf>|
-         -> crate::Result<(ClipTextEncoder, Option<ClipTokenizer>)> {
-            let encoder = ClipTextEncoder::new(VarBuilder::from_tensors(tensors, dtype, device), &config)?;
-            let tokenizer = tokenizer
-                .map(|folder| ClipTokenizer::load(&folder, config.max_position_embeddings))
-                .transpose()?;
-            Ok((encoder, tokenizer))
-        };
-        let text = TextEncoders {
-            first: encoder(parts.text_encoder, parts.tokenizers.0)?,
-            second: encoder(parts.text_encoder_2, parts.tokenizers.1)?,
-            force_zeros_for_empty_prompt: parts.force_zeros_for_empty_prompt,
-        };
-        let (unet_config, unet_tensors) = parts.unet;
-        let unet = Unet::new(
-            VarBuilder::from_tensors(unet_tensors, dtype, device),
-            &unet_config,
+        let unet_config = parts.unet.0.clone();
+        let (base, models) = SdxlBase::new(
+            [parts.text_encoder, parts.text_encoder_2],
+            parts.unet,
+            parts.tokenizers,
+            parts.force_zeros_for_empty_prompt,
+            dtype,
+            device,
         )?;
+        let text = &models.text;
         // SDXL's VAE overflows in float16: run it in float32 when its config says so.
         let vae_dtype = if parts.vae_force_upcast { DType::F32 } else { dtype };
         let (mut vae_config, vae_tensors) = match &options.vae {
@@ -185,10 +176,12 @@ impl SdxlPipeline {
             defaults,
             max_clip_skip: text.max_clip_skip(),
             inpaint_model: unet_config.in_channels == 9,
+            loras: options.loras.clone(),
+            model_hash: options.model_hash.clone(),
         };
         Ok(SdxlPipeline {
-            text,
-            unet,
+            models: Arc::new(models),
+            base,
             unet_in_channels: unet_config.in_channels,
             vae,
             vae_dtype,
@@ -201,12 +194,17 @@ impl SdxlPipeline {
 
     /// Both text encoders, for tests that compare the prompt encoding alone.
     pub fn text(&self) -> &TextEncoders {
-        &self.text
+        &self.models.text
     }
 
     /// The UNet, for tests that compare one call.
     pub fn unet(&self) -> &Unet {
-        &self.unet
+        &self.models.unet
+    }
+
+    /// The models with `loras` merged (the plain ones when there are none), and what each applied.
+    pub fn models_for(&self, loras: &[ActiveLora]) -> crate::Result<(Arc<SdxlModels>, Vec<LoraReport>)> {
+        self.base.models_for(&self.models, loras)
     }
 
     /// The VAE.
@@ -229,7 +227,17 @@ impl SdxlPipeline {
         noise: &mut Noise,
         progress: &mut ProgressFn<'_>,
     ) -> crate::Result<Tensor> {
-        pipeline::run(self, request, positive, negative, index, noise, progress)
+        let (models, _) = self.models_for(&request.loras)?;
+        pipeline::run(
+            self,
+            &models.unet,
+            request,
+            positive,
+            negative,
+            index,
+            noise,
+            progress,
+        )
     }
 
     /// The final latents of one image from the request's prompts.
@@ -240,10 +248,11 @@ impl SdxlPipeline {
         noise: &mut Noise,
         progress: &mut ProgressFn<'_>,
     ) -> crate::Result<Tensor> {
-        let positive = self
+        let (models, _) = self.models_for(&request.loras)?;
+        let positive = models
             .text
             .encode(&request.prompt, request.clip_skip, &self.device)?;
-        let negative = self.text.negative(
+        let negative = models.text.negative(
             &request.negative_prompt,
             &positive,
             request.clip_skip,
@@ -270,6 +279,10 @@ impl SdxlPipeline {
 impl ImagePipeline for SdxlPipeline {
     fn info(&self) -> &PipelineInfo {
         &self.info
+    }
+
+    fn prepare_loras(&self, loras: &[ActiveLora]) -> crate::Result<Vec<LoraReport>> {
+        Ok(self.models_for(loras)?.1)
     }
 
     fn generate_one(

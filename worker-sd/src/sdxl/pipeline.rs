@@ -43,8 +43,10 @@ pub fn time_ids(
 }
 
 /// The final latents of one image (before the VAE). `negative` is used only with guidance above 1.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     p: &SdxlPipeline,
+    unet: &super::unet::Unet,
     request: &ValidRequest,
     positive: &SdxlPrompt,
     negative: &SdxlPrompt,
@@ -84,7 +86,7 @@ pub(super) fn run(
         time_ids: &ids,
     };
     let unet = |model_in: &Tensor, t: f64| -> Result<Tensor> {
-        Ok(p.unet.forward(model_in, t, &context, Some(&added))?)
+        Ok(unet.forward(model_in, t, &context, Some(&added))?)
     };
     guided_steps(
         request,

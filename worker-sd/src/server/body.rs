@@ -61,9 +61,28 @@ pub struct ImageRequestBody {
     /// img2img: how much to repaint.
     #[serde(default)]
     pub strength: Option<f64>,
+    /// The random number generator: `default`, `torch-cpu` (ComfyUI, diffusers on CPU) or `torch-cuda`
+    /// (AUTOMATIC1111).
+    #[serde(default)]
+    pub rng: Option<String>,
+    /// LoRAs to apply: `[{"model": ID, "weight": W}]` (ids, LoRA entry names or paths; weight 1 when left
+    /// out), beside the prompt's `<lora:NAME:WEIGHT>` tags.
+    #[serde(default)]
+    pub loras: Vec<LoraBody>,
     /// Streaming: a preview every this many steps.
     #[serde(default)]
     pub preview_every: Option<u32>,
+}
+
+/// One entry of `loras`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraBody {
+    /// A catalog id, a LoRA entry's name or a path.
+    pub model: String,
+    /// Its multiplier (1 when left out).
+    #[serde(default)]
+    pub weight: Option<f64>,
 }
 
 /// Which JSON names the request used, so errors name the field the client sent.
@@ -144,6 +163,15 @@ impl ImageRequestBody {
             init_image: init_image.map(|i| i.to_rgb8()),
             strength: self.strength,
             mask: mask.map(|m| m.to_luma8()),
+            rng: self.rng,
+            loras: self
+                .loras
+                .into_iter()
+                .map(|l| crate::lora::LoraSpec {
+                    model: l.model,
+                    weight: l.weight.unwrap_or(1.0),
+                })
+                .collect(),
         })
     }
 }

@@ -77,6 +77,12 @@ pub enum ImageOutput {
         b64_json: String,
         /// The parameters as written in the PNG.
         parameters: String,
+        /// What each LoRA applied (empty without LoRAs).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        loras: Vec<crate::lora::LoraReport>,
+        /// LoRAs that applied only part of their tensors, in words.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
 }
 
@@ -127,6 +133,8 @@ impl Backend for SdBackend {
                 seed: image.seed,
                 b64_json: base64(&png),
                 parameters: image.parameters,
+                warnings: image.loras.iter().filter_map(|r| r.warning()).collect(),
+                loras: image.loras,
             })?;
         }
         Ok(Finish {
@@ -199,8 +207,18 @@ async fn generations(
                 seed,
                 b64_json,
                 parameters,
+                loras,
+                warnings,
                 ..
-            } => Some(serde_json::json!({ "b64_json": b64_json, "seed": seed, "parameters": parameters })),
+            } => {
+                let mut item =
+                    serde_json::json!({ "b64_json": b64_json, "seed": seed, "parameters": parameters });
+                if !loras.is_empty() {
+                    item["loras"] = serde_json::json!(loras);
+                    item["warnings"] = serde_json::json!(warnings);
+                }
+                Some(item)
+            }
             ImageOutput::Preview { .. } => None,
         })
         .collect();

@@ -1,6 +1,8 @@
 //! worker-sd's integration tests, in one binary so candle links once.
 
 mod common;
+mod lora;
+mod rng;
 mod schedulers;
 mod server;
 mod tiny_sd15;

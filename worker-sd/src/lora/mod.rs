@@ -1,0 +1,358 @@
+//! LoRA and LyCORIS adapters: found by catalog id, entry name or path, checked against the model's base
+//! through the contract, and merged into a copy of the weights they touch so the base model is never
+//! reloaded and a request without them gets the plain model back exactly.
+//!
+//! A pipeline keeps its base tensors; [`patch`] returns new tensor maps where only the adapted weights
+//! are new (`base + weight · Δ`, every other tensor shared), plus a [`LoraReport`] per adapter saying how
+//! many of its tensors found a place. An adapter that places nothing is an error naming its first keys.
+
+mod formats;
+mod library;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use artifacts_contract::ImageBase;
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use crate::error::{Result, SdError};
+pub use library::{Library, addnet_hash, file_sha256};
+
+/// A LoRA asked for by a request: a catalog id, a LoRA entry's name or a path, and its multiplier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// Catalog id, entry name or `.safetensors` path.
+    pub model: String,
+    /// Multiplier of its difference (1 = as trained).
+    pub weight: f64,
+}
+
+/// A loaded adapter file.
+pub struct LoraFile {
+    /// The name the request used (written into the PNG parameters).
+    pub name: String,
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// AUTOMATIC1111's short hash: the first 12 hex digits of the SHA-256 of the tensor data (after the
+    /// safetensors header), as CivitAI's "AutoV3" and the `Lora hashes` parameter use.
+    pub short_hash: String,
+    /// The base its tensor names imply (`Other` when they do not tell).
+    pub base: ImageBase,
+    /// Its tensors, on the CPU.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl std::fmt::Debug for LoraFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoraFile")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+/// An adapter and its multiplier, as a validated request carries it.
+#[derive(Debug, Clone)]
+pub struct ActiveLora {
+    /// The file.
+    pub file: Arc<LoraFile>,
+    /// Its multiplier.
+    pub weight: f64,
+}
+
+/// What applying one adapter did, for the response and the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoraReport {
+    /// The adapter's name.
+    pub name: String,
+    /// Its multiplier.
+    pub weight: f64,
+    /// Tensors of the file that were applied.
+    pub applied: usize,
+    /// Tensors in the file.
+    pub total: usize,
+    /// The first keys that found no place in the model (at most 5).
+    pub unplaced: Vec<String>,
+}
+
+impl LoraReport {
+    /// A warning sentence when only part of the adapter applied.
+    pub fn warning(&self) -> Option<String> {
+        (self.applied < self.total).then(|| {
+            format!(
+                "LoRA {} applied {} of its {} tensors; not placed: {}",
+                self.name,
+                self.applied,
+                self.total,
+                self.unplaced.join(", ")
+            )
+        })
+    }
+}
+
+/// Which part of a pipeline a module belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// The UNet or the Flux transformer.
+    Denoiser,
+    /// Text encoder `i` (0, or 1 for SDXL's second).
+    Text(usize),
+}
+
+/// The weights of one component that adapters may change, and the names they go by.
+pub struct Target<'a> {
+    /// Which component.
+    pub component: Component,
+    /// Its base tensors.
+    pub tensors: &'a HashMap<String, Tensor>,
+    /// Extra names of its modules (the original LDM names of SDXL's UNet) to their module paths.
+    pub aliases: &'a HashMap<String, String>,
+}
+
+/// Strips `<lora:NAME:WEIGHT>` (and `<lyco:...>`) tags from a prompt, as the UIs write them: the
+/// prompt without them, and the LoRAs they ask for (weight 1 when left out).
+pub fn extract_tags(prompt: &str) -> Result<(String, Vec<LoraSpec>)> {
+    let mut rest = prompt;
+    let mut text = String::new();
+    let mut specs = Vec::new();
+    while let Some(start) = rest.find('<') {
+        let tail = &rest[start + 1..];
+        let tag = ["lora:", "lyco:"].iter().find(|p| tail.starts_with(*p));
+        let (Some(tag), Some(end)) = (tag, tail.find('>')) else {
+            text.push_str(&rest[..=start]);
+            rest = tail;
+            continue;
+        };
+        text.push_str(&rest[..start]);
+        let body = &tail[tag.len()..end];
+        // NAME may hold colons (catalog ids); the weight is the last field when it parses as a number.
+        let (name, weight) = match body.rsplit_once(':') {
+            Some((name, w)) if w.trim().parse::<f64>().is_ok() => (name, w.trim().parse().unwrap_or(1.0)),
+            _ => (body, 1.0),
+        };
+        if name.trim().is_empty() {
+            return Err(SdError::invalid("prompt", format!("<{tag}{body}> names no LoRA")));
+        }
+        specs.push(LoraSpec {
+            model: name.trim().to_string(),
+            weight,
+        });
+        rest = &tail[end + 1..];
+    }
+    text.push_str(rest);
+    Ok((text.trim().to_string(), specs))
+}
+
+/// The format-neutral name of a module path: `text_model.` dropped, dots as underscores (kohya's).
+fn flat(module: &str) -> String {
+    let module = module.strip_prefix("text_model.").unwrap_or(module);
+    let module = module.strip_prefix("text_model_").unwrap_or(module);
+    module.replace('.', "_")
+}
+
+/// Where a LoRA module name points: its component and its flat name.
+fn locate(module: &str) -> (Option<Component>, String) {
+    const PREFIXES: &[(&str, Component)] = &[
+        ("lora_unet_", Component::Denoiser),
+        ("lora_transformer_", Component::Denoiser),
+        ("lora_te1_", Component::Text(0)),
+        ("lora_te2_", Component::Text(1)),
+        ("lora_te_", Component::Text(0)),
+        ("unet.", Component::Denoiser),
+        ("transformer.", Component::Denoiser),
+        ("diffusion_model.", Component::Denoiser),
+        ("text_encoder_2.", Component::Text(1)),
+        ("text_encoder.", Component::Text(0)),
+    ];
+    for (prefix, component) in PREFIXES {
+        if let Some(rest) = module.strip_prefix(prefix) {
+            return (Some(*component), flat(rest));
+        }
+    }
+    (None, flat(module))
+}
+
+/// The base an adapter's tensor names imply.
+pub fn detect_base(tensors: &HashMap<String, Tensor>) -> ImageBase {
+    let has = |p: &str| tensors.keys().any(|k| k.contains(p));
+    if has("lora_te2_") || has("text_encoder_2.") || has("lora_unet_input_blocks") {
+        return ImageBase::Sdxl;
+    }
+    if has("double_blocks") || has("single_blocks") || has("single_transformer_blocks") {
+        return ImageBase::Flux;
+    }
+    // SD 1.x and 2.x differ by their text encoder's width (768 and 1024).
+    let width = tensors
+        .iter()
+        .find(|(k, _)| (k.starts_with("lora_te_") || k.starts_with("text_encoder.")) && k.contains("q_proj"))
+        .and_then(|(k, t)| {
+            let down = k.contains("down") || k.contains("lora_A");
+            if down { t.dims().get(1).copied() } else { None }
+        });
+    match width {
+        Some(768) => ImageBase::Sd1,
+        Some(1024) => ImageBase::Sd2,
+        _ => ImageBase::Other,
+    }
+}
+
+/// A component's tensors by name.
+pub type TensorMap = HashMap<String, Tensor>;
+
+/// The module names of each target, flattened, to their weight keys.
+fn indexes(targets: &[Target<'_>]) -> Vec<HashMap<String, String>> {
+    targets
+        .iter()
+        .map(|t| {
+            let mut index: HashMap<String, String> = t
+                .tensors
+                .keys()
+                .filter_map(|k| k.strip_suffix(".weight").map(|m| (flat(m), k.clone())))
+                .collect();
+            for (alias, module) in t.aliases {
+                index.insert(flat(alias), format!("{module}.weight"));
+            }
+            index
+        })
+        .collect()
+}
+
+/// A module of an adapter and where it goes: (module name, target index, weight key).
+type Placement = (String, usize, String);
+
+/// Where each module of `lora` goes, and the report of what found a place.
+fn place(
+    targets: &[Target<'_>],
+    indexes: &[HashMap<String, String>],
+    lora: &ActiveLora,
+) -> (Vec<Placement>, LoraReport) {
+    let grouped = formats::group(&lora.file.tensors);
+    let mut placed = Vec::new();
+    let mut applied = 0;
+    let mut unplaced: Vec<String> = grouped.unknown.clone();
+    for (module, parts) in &grouped.modules {
+        let (component, name) = locate(module);
+        let found = targets.iter().enumerate().find_map(|(i, t)| {
+            let key = indexes[i].get(&name)?;
+            component
+                .is_none_or(|c| c == t.component)
+                .then(|| (i, key.clone()))
+        });
+        match found {
+            Some((i, key)) => {
+                applied += parts.tensor_count();
+                placed.push((module.clone(), i, key));
+            }
+            None => unplaced.push(module.clone()),
+        }
+    }
+    unplaced.sort();
+    let report = LoraReport {
+        name: lora.file.name.clone(),
+        weight: lora.weight,
+        applied,
+        total: lora.file.tensors.len(),
+        unplaced: unplaced.into_iter().take(5).collect(),
+    };
+    (placed, report)
+}
+
+/// What [`patch`] would report for `loras`, without merging anything.
+pub fn reports(targets: &[Target<'_>], loras: &[ActiveLora]) -> Vec<LoraReport> {
+    let indexes = indexes(targets);
+    loras.iter().map(|l| place(targets, &indexes, l).1).collect()
+}
+
+/// The identity of a LoRA set (paths and weights), for caching the models it makes.
+pub fn set_key(loras: &[ActiveLora]) -> String {
+    loras
+        .iter()
+        .map(|l| format!("{}:{}", l.file.path.display(), l.weight))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Merges `loras` into copies of `targets`' tensor maps: one map per target (shared tensors except the
+/// adapted ones) and one report per adapter. An adapter that places none of its tensors is an error.
+pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<TensorMap>, Vec<LoraReport>)> {
+    let indexes = indexes(targets);
+    let mut maps: Vec<HashMap<String, Tensor>> = targets.iter().map(|t| t.tensors.clone()).collect();
+    let mut reports = Vec::with_capacity(loras.len());
+    for lora in loras {
+        let (placed, report) = place(targets, &indexes, lora);
+        if report.applied == 0 {
+            return Err(SdError::invalid(
+                "loras",
+                format!(
+                    "LoRA {} matches nothing in this model; first keys it could not place: {}",
+                    report.name,
+                    report.unplaced.join(", ")
+                ),
+            ));
+        }
+        let grouped = formats::group(&lora.file.tensors);
+        for (module, i, key) in placed {
+            let base = &maps[i][&key];
+            let delta = grouped.modules[&module].delta(&module, base.dims())?;
+            let merged = (base.to_dtype(DType::F32)? + (delta.to_device(base.device())? * lora.weight)?)?
+                .to_dtype(base.dtype())?;
+            maps[i].insert(key, merged);
+        }
+        reports.push(report);
+    }
+    Ok((maps, reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_tags_are_stripped_with_their_weights() {
+        let (prompt, specs) =
+            extract_tags("a cat <lora:detail:0.8>, <lora:hf:org/x:1.5> <lyco:style> <b>bold</b>").unwrap();
+        assert_eq!(prompt, "a cat ,   <b>bold</b>");
+        assert_eq!(
+            specs,
+            vec![
+                LoraSpec {
+                    model: "detail".into(),
+                    weight: 0.8
+                },
+                LoraSpec {
+                    model: "hf:org/x".into(),
+                    weight: 1.5
+                },
+                LoraSpec {
+                    model: "style".into(),
+                    weight: 1.0
+                },
+            ]
+        );
+        assert!(extract_tags("<lora::0.5>").is_err());
+    }
+
+    #[test]
+    fn kohya_and_peft_names_meet_the_same_module() {
+        let unet = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
+        assert_eq!(
+            locate(&format!("lora_unet_{}", unet.replace('.', "_"))),
+            (Some(Component::Denoiser), flat(unet))
+        );
+        assert_eq!(
+            locate(&format!("unet.{unet}")),
+            (Some(Component::Denoiser), flat(unet))
+        );
+        assert_eq!(
+            locate("lora_te_text_model_encoder_layers_0_self_attn_q_proj"),
+            locate("text_encoder.text_model.encoder.layers.0.self_attn.q_proj")
+        );
+        assert_eq!(
+            flat("text_model.encoder.layers.0.mlp.fc1"),
+            flat("encoder.layers.0.mlp.fc1")
+        );
+    }
+}

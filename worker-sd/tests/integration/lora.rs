@@ -1,0 +1,227 @@
+//! LoRAs in each layout against diffusers' `load_lora_weights` (and LyCORIS' differences merged into
+//! diffusers' UNet), on the tiny SD 1.5 pipeline; fixtures from `scripts/reference/sd_lora.py` in
+//! `tests/fixtures/sd/lora/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use artifacts_contract::ImageBase;
+use candle_core::{Device, Tensor};
+use worker_sd::lora::{ActiveLora, Library};
+use worker_sd::noise::Noise;
+use worker_sd::pipeline::ImagePipeline;
+use worker_sd::request::GenerationRequest;
+use worker_sd::rng::RngKind;
+use worker_sd::sd::SdPipeline;
+
+use crate::common::{assert_close, pipeline, request};
+
+/// Whole generations, as in `tiny_sd15.rs`.
+const GEN_TOL: f32 = 2e-3;
+
+fn dir() -> PathBuf {
+    crate::common::dir().join("../lora")
+}
+
+fn reference() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir().join("reference.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn file(name: &str) -> String {
+    dir().join(name).display().to_string()
+}
+
+/// The reference generation (torch CPU noise from seed 0) with `loras` merged.
+fn generate(p: &SdPipeline, loras: &[(&str, f64)]) -> Tensor {
+    let library = Library::new(None);
+    let mut req = request(|r| r.rng = Some("torch-cpu".into()));
+    req.loras = loras
+        .iter()
+        .map(|(name, weight)| ActiveLora {
+            file: library.resolve(&file(name), ImageBase::Sd1).unwrap(),
+            weight: *weight,
+        })
+        .collect();
+    let mut noise = Noise::new(RngKind::TorchCpu, 0);
+    p.generate_one(&req, 0, &mut noise, &mut |_| Ok(()))
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+}
+
+#[test]
+fn peft_and_kohya_loras_match_diffusers_load_lora_weights() {
+    let (r, p) = (reference(), pipeline());
+    assert_close("no LoRA", &generate(&p, &[]), &r["plain_image"], GEN_TOL);
+    assert_close(
+        "PEFT x0.8",
+        &generate(&p, &[("peft.safetensors", 0.8)]),
+        &r["peft_image"],
+        GEN_TOL,
+    );
+    assert_close(
+        "kohya x0.8",
+        &generate(&p, &[("kohya.safetensors", 0.8)]),
+        &r["peft_image"],
+        GEN_TOL,
+    );
+    assert_close(
+        "PEFT x0.8 + LoCon x0.5",
+        &generate(&p, &[("peft.safetensors", 0.8), ("locon.safetensors", 0.5)]),
+        &r["pair_image"],
+        GEN_TOL,
+    );
+}
+
+#[test]
+fn lycoris_loha_and_lokr_match_their_merged_differences() {
+    let (r, p) = (reference(), pipeline());
+    assert_close(
+        "LoHa x1",
+        &generate(&p, &[("loha.safetensors", 1.0)]),
+        &r["loha_image"],
+        GEN_TOL,
+    );
+    assert_close(
+        "LoKr x0.7",
+        &generate(&p, &[("lokr.safetensors", 0.7)]),
+        &r["lokr_image"],
+        GEN_TOL,
+    );
+}
+
+#[test]
+fn removing_a_lora_gives_the_plain_model_back_exactly() {
+    let p = pipeline();
+    let before = generate(&p, &[]);
+    let with = generate(&p, &[("kohya.safetensors", 0.8)]);
+    let after = generate(&p, &[]);
+    assert_eq!(
+        before.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        after.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    assert!(crate::common::max_diff(&before, &with) > 0.05);
+}
+
+fn bare(prompt: &str) -> GenerationRequest {
+    GenerationRequest {
+        prompt: prompt.into(),
+        seed: Some(0),
+        steps: Some(4),
+        cfg_scale: Some(7.5),
+        width: Some(64),
+        height: Some(64),
+        rng: Some("torch-cpu".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn prompt_tags_apply_loras_and_the_png_names_them_with_hashes() {
+    let (r, p) = (reference(), pipeline());
+    let prompt = format!("a red cat <lora:{}:0.8>", file("peft.safetensors"));
+    let images = worker_sd::pipeline::generate(&p, bare(&prompt), None, &mut |_, _| Ok(())).unwrap();
+    let expected = worker_sd::output::to_image(&r["peft_image"]).unwrap();
+    let worst = images[0]
+        .image
+        .as_raw()
+        .iter()
+        .zip(expected.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "8-bit image differs by {worst} levels");
+    let report = &images[0].loras[0];
+    assert_eq!((report.applied, report.total), (88, 88), "{report:?}");
+    let params = &images[0].parameters;
+    let hash = worker_sd::lora::addnet_hash(&dir().join("peft.safetensors")).unwrap();
+    assert!(params.starts_with("a red cat <lora:"), "{params}");
+    assert!(params.contains(&format!(": {}\"", &hash[..12])), "{params}");
+    assert!(params.contains("Lora hashes: \""), "{params}");
+}
+
+fn write(name: &str, keys: &[&str]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = HashMap::new();
+    for key in keys {
+        let t = if key.ends_with("alpha") {
+            Tensor::new(2f32, &Device::Cpu).unwrap()
+        } else if key.ends_with("lora_down.weight") {
+            Tensor::ones((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap()
+        } else {
+            Tensor::ones((32, 4), candle_core::DType::F32, &Device::Cpu).unwrap()
+        };
+        tensors.insert(key.to_string(), t);
+    }
+    let path = dir.path().join(name);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    (dir, path.display().to_string())
+}
+
+#[test]
+fn a_lora_that_matches_nothing_is_an_error_naming_its_keys() {
+    let p = pipeline();
+    let (_dir, path) = write(
+        "nothing.safetensors",
+        &[
+            "lora_unet_no_such_block_to_q.lora_down.weight",
+            "lora_unet_no_such_block_to_q.lora_up.weight",
+        ],
+    );
+    let err = worker_sd::pipeline::generate(&p, bare(&format!("<lora:{path}:1>")), None, &mut |_, _| Ok(()))
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("matches nothing") && text.contains("lora_unet_no_such_block_to_q"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_partial_match_is_a_warning_with_counts() {
+    let p = pipeline();
+    let module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+    let (_dir, path) = write(
+        "partial.safetensors",
+        &[
+            &format!("{module}.lora_down.weight"),
+            &format!("{module}.lora_up.weight"),
+            &format!("{module}.alpha"),
+            "lora_unet_elsewhere_to_q.lora_down.weight",
+            "lora_unet_elsewhere_to_q.lora_up.weight",
+        ],
+    );
+    let mut req = bare("a red cat");
+    req.loras = vec![worker_sd::lora::LoraSpec {
+        model: path,
+        weight: 0.5,
+    }];
+    let images = worker_sd::pipeline::generate(&p, req, None, &mut |_, _| Ok(())).unwrap();
+    let report = &images[0].loras[0];
+    assert_eq!((report.applied, report.total), (3, 5));
+    let warning = report.warning().unwrap();
+    assert!(
+        warning.contains("3 of its 5") && warning.contains("lora_unet_elsewhere_to_q"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn an_sdxl_lora_is_refused_on_sd15_and_pickles_are_refused() {
+    let (_dir, path) = write(
+        "xl.safetensors",
+        &[
+            "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+            "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight",
+        ],
+    );
+    let library = Library::new(None);
+    let err = library.resolve(&path, ImageBase::Sd1).unwrap_err().to_string();
+    assert!(err.contains("sdxl") && err.contains("sd1"), "{err}");
+    let err = library
+        .resolve("/tmp/some.ckpt", ImageBase::Sd1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pickle"), "{err}");
+}
