@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 PY=python3
 # The dry run needs PyTorch and diffusers here: the shared reference venv has them.
 if [ "${2:-}" = "--cpu-dry-run" ] && ! python3 -c 'import torch, diffusers' 2>/dev/null; then
-  PY="${OMC_TORCH_PYTHON:-/work/venv-torch/bin/python}"
+  PY="${OMC_TORCH_PYTHON:-$(bash scripts/reference/venv.sh | tail -n 1)}"
 fi
 export PYTHONUNBUFFERED=1
 exec "$PY" scripts/gpu/check.py "$@"

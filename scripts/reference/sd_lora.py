@@ -2,7 +2,7 @@
 
 Run once (not in CI) from the repository root, after sd_tiny_pipeline.py:
 
-    nice -n 10 /work/venv-torch/bin/python scripts/reference/sd_lora.py
+    nice -n 10 "$(bash scripts/reference/venv.sh)" scripts/reference/sd_lora.py
 
 Pinned: torch==2.15.0, diffusers==0.42.1, peft (any recent), CPU, float32. Writes tests/fixtures/sd/lora/:
 

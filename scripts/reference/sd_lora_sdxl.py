@@ -2,7 +2,7 @@
 
 Run once (not in CI) from the repository root, after sd_sdxl.py:
 
-    nice -n 10 /work/venv-torch/bin/python scripts/reference/sd_lora_sdxl.py
+    nice -n 10 "$(bash scripts/reference/venv.sh)" scripts/reference/sd_lora_sdxl.py
 
 Pinned as sd_lora.py. Writes tests/fixtures/sd/lora/:
 
