@@ -33,7 +33,7 @@ pub mod model_args;
 pub mod server;
 
 pub use args::ServeArgs;
-pub use backend::{Backend, Finish, JobContext, MemoryUsage};
+pub use backend::{Backend, BackendLoad, Finish, JobContext, JobFuture, MemoryUsage};
 pub use device::{DeviceError, device_kind, parse_device};
 pub use error::WorkerError;
 pub use events::{Counts, Event, JobMetrics, StopReason, sse_response};
