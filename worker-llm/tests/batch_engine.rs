@@ -193,7 +193,7 @@ fn a_cancelled_sequence_gives_its_blocks_back_and_a_too_long_one_is_refused() {
     });
     let first = events.blocking_recv();
     assert!(matches!(first, Some(SeqEvent::Token { .. })), "{first:?}");
-    assert!(engine.stats().kv_cache_usage > 0.0);
+    assert!(wait_for(&engine, |s| s.kv_cache_usage > 0.0).kv_cache_usage > 0.0);
     cancel.cancel();
     let stats = wait_for(&engine, |s| s.running == 0 && s.kv_cache_usage == 0.0);
     assert_eq!((stats.running, stats.kv_cache_usage), (0, 0.0), "{stats:?}");
