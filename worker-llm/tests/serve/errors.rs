@@ -70,7 +70,7 @@ async fn bad_requests_are_4xx_naming_the_problem_and_the_server_stays_ready() {
             "max_completion_tokens",
             "at least 1",
         ),
-        (json!({"n": 2}), "n", "2"),
+        (json!({"n": 17}), "n", "17"),
         (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop", "4"),
         (json!({"stop": [""]}), "stop", "empty"),
     ];
