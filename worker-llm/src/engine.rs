@@ -1,7 +1,6 @@
 //! The engine: one loaded model with its tokenizer, chat template and device, running one request at a
 //! time and streaming its tokens to a callback that may stop it between tokens.
 
-use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
@@ -13,10 +12,10 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::device::default_dtype;
 use crate::error::{LlmError, Result};
 use crate::files::{ModelFiles, ModelMeta, open_gguf, read_json_as};
-use crate::models::{self, CausalLm};
+use crate::generation::{Generation, sampling_settings};
+use crate::models::{self, CausalLm, LoadedModel};
 use crate::params::{Completion, FinishReason, GenerationParams, Prompt, Timings, TokenEvent, Usage};
-use crate::sampler::{Sampler, SamplingSettings};
-use crate::stream::{IncrementalDecoder, StopFilter, StopStep};
+use crate::sampler::SamplingSettings;
 use crate::tokenizer::{TextTokenizer, TokenizerBundle};
 
 /// A loaded model ready to generate; the HTTP server holds one per worker.
@@ -51,26 +50,9 @@ impl Engine {
 
     /// Loads with an explicit dtype for unquantized weights (reference tests compare in f32).
     pub fn load_with_dtype(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
-        let (meta, bundle) = match &files.gguf {
-            Some(path) => {
-                let (content, _) = open_gguf(path)?;
-                (
-                    ModelMeta::from_gguf(path, &content)?,
-                    TokenizerBundle::load(files, Some(&content))?,
-                )
-            }
-            None => (
-                ModelMeta::from_configs(files)?,
-                TokenizerBundle::load(files, None)?,
-            ),
-        };
-        let defaults = match &files.generation_config {
-            Some(p) => sampling_defaults(&read_json_as(p)?),
-            None => SamplingDefaults::default(),
-        };
-        let model = models::load(files, meta, device, dtype)?;
+        let (model, bundle, defaults) = load_parts(files, device, dtype)?;
         Ok(Engine {
-            model,
+            model: model.into_serial(),
             tokenizer: bundle.tokenizer,
             chat_template: bundle.chat_template,
             defaults,
@@ -151,76 +133,32 @@ impl Engine {
         start: Instant,
         mut on_token: impl FnMut(TokenEvent) -> ControlFlow<()>,
     ) -> Result<Completion> {
-        if prompt.is_empty() {
-            return Err(LlmError::EmptyPrompt);
-        }
-        let context_length = self.meta().context_length;
-        let max_tokens = self.check_context(prompt.len(), params.max_tokens)?;
-        let eos = if params.ignore_eos {
-            None
-        } else {
-            Some(&self.meta().eos_token_ids)
-        };
-        let stop_ids: BTreeSet<u32> = eos
-            .into_iter()
-            .flatten()
-            .chain(&params.stop_token_ids)
-            .copied()
-            .collect();
-        let seed = params.seed.unwrap_or_else(random_seed);
-        let mut sampler = Sampler::new(self.settings(params), seed, prompt);
-        let mut decoder = IncrementalDecoder::default();
-        let mut stops = StopFilter::new(&params.stop);
-
+        let mut generation = Generation::new(prompt, params, self.settings(params), self.meta())?;
         self.model.reset()?;
         let mut logits = self.model.forward(prompt, 0)?;
         let prefill_s = start.elapsed().as_secs_f64();
-        let mut first_token_at = None;
-        let mut generated: Vec<u32> = Vec::new();
-        let mut text = String::new();
         let finish_reason = loop {
-            let token = sampler.sample(&mut logits);
-            sampler.accept(token);
-            generated.push(token);
-            first_token_at.get_or_insert_with(Instant::now);
-            let (piece, finish) = if stop_ids.contains(&token) {
-                (self.flush(&mut decoder, &mut stops)?, Some(FinishReason::Stop))
-            } else {
-                match stops.push(&decoder.push(token, |ids| self.tokenizer.decode(ids))?) {
-                    StopStep::Stopped(before) => (before, Some(FinishReason::Stop)),
-                    StopStep::Emit(piece) if generated.len() >= max_tokens => (
-                        piece + &self.flush(&mut decoder, &mut stops)?,
-                        Some(FinishReason::Length),
-                    ),
-                    StopStep::Emit(piece) => (piece, None),
-                }
-            };
-            text.push_str(&piece);
-            let event = TokenEvent {
-                token_id: token,
-                text: piece,
-                generated_tokens: generated.len(),
-            };
+            let (event, finish) = generation.step(&mut logits, &self.tokenizer)?;
+            let token = event.token_id;
             if on_token(event).is_break() {
                 break finish.unwrap_or(FinishReason::Cancelled);
             }
             if let Some(reason) = finish {
                 break reason;
             }
-            let position = prompt.len() + generated.len() - 1;
-            debug_assert!(position < context_length);
+            let position = prompt.len() + generation.generated.len() - 1;
             logits = self.model.forward(&[token], position)?;
         };
         let end = Instant::now();
-        let first = first_token_at.unwrap_or(end);
+        let first = generation.first_token_at.unwrap_or(end);
         Ok(Completion {
-            text,
-            token_ids: generated.clone(),
-            finish_reason,
             usage: Usage {
                 prompt_tokens: prompt.len(),
-                completion_tokens: generated.len(),
+                completion_tokens: generation.generated.len(),
             },
+            text: generation.text,
+            token_ids: generation.generated,
+            finish_reason,
             timings: Timings {
                 prefill_s,
                 time_to_first_token_s: (first - start).as_secs_f64(),
@@ -229,46 +167,37 @@ impl Engine {
         })
     }
 
-    /// The number of tokens to generate at most, or the context overflow error with both numbers.
-    fn check_context(&self, prompt_tokens: usize, max_tokens: Option<usize>) -> Result<usize> {
-        let context_length = self.meta().context_length;
-        let requested = max_tokens.unwrap_or(context_length.saturating_sub(prompt_tokens).max(1));
-        if prompt_tokens + requested > context_length {
-            return Err(LlmError::ContextOverflow {
-                prompt_tokens,
-                requested_tokens: requested,
-                context_length,
-            });
-        }
-        Ok(requested)
-    }
-
-    /// Text still held by the decoder and the stop filter at the end of a generation.
-    fn flush(&self, decoder: &mut IncrementalDecoder, stops: &mut StopFilter) -> Result<String> {
-        let rest = decoder.finish(|ids| self.tokenizer.decode(ids))?;
-        Ok(match stops.push(&rest) {
-            StopStep::Stopped(before) => before,
-            StopStep::Emit(piece) => piece + &stops.finish(),
-        })
-    }
-
     /// Request values over the model's generation_config over OpenAI's defaults.
-    fn settings(&self, p: &GenerationParams) -> SamplingSettings {
-        let d = &self.defaults;
-        let greedy_default = (d.do_sample == Some(false)).then_some(0.0);
-        SamplingSettings {
-            temperature: p.temperature.or(greedy_default).or(d.temperature).unwrap_or(1.0),
-            top_p: p.top_p.or(d.top_p).unwrap_or(1.0),
-            top_k: p.top_k.or(d.top_k.map(|k| k as usize)).unwrap_or(0),
-            min_p: p.min_p.or(d.min_p).unwrap_or(0.0),
-            repetition_penalty: p
-                .repetition_penalty
-                .or(d.repetition_penalty.map(|r| r as f32))
-                .unwrap_or(1.0),
-            frequency_penalty: p.frequency_penalty,
-            presence_penalty: p.presence_penalty,
-        }
+    pub(crate) fn settings(&self, p: &GenerationParams) -> SamplingSettings {
+        sampling_settings(&self.defaults, p)
     }
+}
+
+/// Loads a model, its tokenizer and chat template, and its sampling defaults (generation_config.json).
+pub(crate) fn load_parts(
+    files: &ModelFiles,
+    device: &Device,
+    dtype: DType,
+) -> Result<(LoadedModel, TokenizerBundle, SamplingDefaults)> {
+    let (meta, bundle) = match &files.gguf {
+        Some(path) => {
+            let (content, _) = open_gguf(path)?;
+            (
+                ModelMeta::from_gguf(path, &content)?,
+                TokenizerBundle::load(files, Some(&content))?,
+            )
+        }
+        None => (
+            ModelMeta::from_configs(files)?,
+            TokenizerBundle::load(files, None)?,
+        ),
+    };
+    let defaults = match &files.generation_config {
+        Some(p) => sampling_defaults(&read_json_as(p)?),
+        None => SamplingDefaults::default(),
+    };
+    let model = models::load(files, meta, device, dtype)?;
+    Ok((model, bundle, defaults))
 }
 
 /// The sampling fields of a `generation_config.json`.
@@ -283,17 +212,4 @@ fn sampling_defaults(v: &serde_json::Value) -> SamplingDefaults {
         repetition_penalty: f("repetition_penalty"),
         max_new_tokens: v.get("max_new_tokens").and_then(|x| x.as_u64()).map(|k| k as u32),
     }
-}
-
-/// A seed for requests that give none: the clock's nanoseconds mixed with a counter.
-fn random_seed() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos
-        ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

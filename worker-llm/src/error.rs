@@ -22,9 +22,23 @@ pub enum LlmError {
         /// The model's context window.
         context_length: usize,
     },
+    /// The prompt plus the requested tokens need more KV cache than the server's whole pool holds.
+    #[error(
+        "the prompt plus max_tokens need {needed_tokens} tokens of KV cache, but this server's cache \
+         holds {capacity_tokens} (raise --kv-cache-mib, or ask for fewer tokens)"
+    )]
+    KvCacheTooSmall {
+        /// Prompt tokens plus `max_tokens`.
+        needed_tokens: usize,
+        /// Positions the pool holds.
+        capacity_tokens: usize,
+    },
     /// A request's parameters are out of range (negative temperature, top_p above 1...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// An invariant of this crate broke (a bug, not the client's doing): answered as a 500.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The prompt is empty after tokenization: there is nothing to continue from.
     #[error("the prompt is empty: give some text or messages")]
     EmptyPrompt,
@@ -63,9 +77,10 @@ pub enum LlmError {
         /// What is wrong in it.
         reason: String,
     },
-    /// Candle failed while loading weights or running the model.
+    /// Candle failed while loading weights or running the model (its backtrace, if it captured one,
+    /// left out: a message for users).
     #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
     /// Reading a model file failed.
     #[error("{path}: {source}")]
     Io {
@@ -88,6 +103,25 @@ impl LlmError {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl From<candle_core::Error> for LlmError {
+    fn from(e: candle_core::Error) -> Self {
+        LlmError::Candle(without_backtrace(e))
+    }
+}
+
+/// A Candle error without the backtrace Candle attaches when `RUST_BACKTRACE` is set (its `Display`
+/// prints it, which would put a backtrace in every message a user or an HTTP client reads).
+pub(crate) fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        candle_core::Error::Context { inner, context } => candle_core::Error::Context {
+            inner: Box::new(without_backtrace(*inner)),
+            context,
+        },
+        e => e,
     }
 }
 

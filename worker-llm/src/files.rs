@@ -148,16 +148,21 @@ pub fn open_gguf(path: &Path) -> Result<(gguf_file::Content, std::fs::File)> {
 
 /// An integer GGUF metadata value of any width.
 pub(crate) fn gguf_u64(content: &gguf_file::Content, key: &str) -> Option<u64> {
+    u64::try_from(gguf_int(content.metadata.get(key)?)?).ok()
+}
+
+/// An integer GGUF value of any width (metadata or array element).
+pub(crate) fn gguf_int(value: &gguf_file::Value) -> Option<i64> {
     use gguf_file::Value::*;
-    match content.metadata.get(key)? {
-        U8(v) => Some(*v as u64),
-        U16(v) => Some(*v as u64),
-        U32(v) => Some(*v as u64),
-        U64(v) => Some(*v),
-        I8(v) => u64::try_from(*v).ok(),
-        I16(v) => u64::try_from(*v).ok(),
-        I32(v) => u64::try_from(*v).ok(),
-        I64(v) => u64::try_from(*v).ok(),
+    match value {
+        U8(v) => Some(*v as i64),
+        U16(v) => Some(*v as i64),
+        U32(v) => Some(*v as i64),
+        U64(v) => i64::try_from(*v).ok(),
+        I8(v) => Some(*v as i64),
+        I16(v) => Some(*v as i64),
+        I32(v) => Some(*v as i64),
+        I64(v) => Some(*v),
         _ => None,
     }
 }

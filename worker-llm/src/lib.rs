@@ -5,15 +5,18 @@
 //! This library is the engine: [`Engine`] loads a model (GGUF or safetensors, architecture detected from
 //! the files and dispatched through the registry in [`models`]), renders chat templates, tokenizes, and
 //! generates with streaming, cancellation, stop strings and seeded sampling. The binary's `generate`
-//! command drives it from a terminal; [`serve`] puts the same [`Engine`] behind the shared
-//! `worker-runtime` HTTP server with OpenAI-compatible routes.
+//! command drives it from a terminal; [`serve`] puts the model behind the shared `worker-runtime` HTTP
+//! server with OpenAI-compatible routes, through the batching engine of [`batch`] (continuous batching,
+//! chunked prefill, a paged KV cache with prefix reuse).
 
+pub mod batch;
 pub mod chat;
 pub mod cpu;
 pub mod device;
 pub mod engine;
 pub mod error;
 pub mod files;
+mod generation;
 pub mod models;
 pub mod params;
 pub mod resolve;

@@ -25,10 +25,27 @@ enum Command {
     BenchServe(cli::serve::BenchCommand),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::Generate(args) => cli::generate::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::BenchServe(args) => cli::serve::bench(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the error and its causes on one line; the backtrace only when `RUST_BACKTRACE` (or
+/// `RUST_LIB_BACKTRACE`) asked for one, which is when anyhow captures it.
+fn report(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
+    let backtrace = e.backtrace();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        eprintln!("\nbacktrace:\n{backtrace}");
     }
 }

@@ -29,8 +29,9 @@ pub struct GenerationParams {
     pub top_k: Option<usize>,
     /// Drop tokens whose probability is below this fraction of the most likely one's. Default 0 (off).
     pub min_p: Option<f64>,
-    /// Tokens to generate at most; none means up to the end of the context window.
-    pub max_tokens: Option<usize>,
+    /// Tokens to generate at most; none means up to the end of the context window. The prompt plus
+    /// this must fit the context ([`check_context`]).
+    pub max_tokens: Option<u32>,
     /// Seed of the sampler: the same seed, prompt and settings give the same output.
     pub seed: Option<u64>,
     /// Strings that end the generation; the text returned stops before them and never shows part of one.
@@ -86,6 +87,27 @@ impl GenerationParams {
             return bad("stop strings must not be empty".into());
         }
         Ok(())
+    }
+}
+
+/// The number of tokens a request may generate: `max_tokens`, or when absent the rest of the context
+/// window. The prompt plus that must fit `context_length` (checked arithmetic: no `max_tokens` wraps
+/// around); an empty prompt has nothing to continue from.
+pub fn check_context(prompt_tokens: usize, max_tokens: Option<u32>, context_length: usize) -> Result<usize> {
+    if prompt_tokens == 0 {
+        return Err(LlmError::EmptyPrompt);
+    }
+    let requested = match max_tokens {
+        Some(max) => max as usize,
+        None => context_length.saturating_sub(prompt_tokens).max(1),
+    };
+    match prompt_tokens.checked_add(requested) {
+        Some(total) if total <= context_length => Ok(requested),
+        _ => Err(LlmError::ContextOverflow {
+            prompt_tokens,
+            requested_tokens: requested,
+            context_length,
+        }),
     }
 }
 
@@ -173,4 +195,31 @@ pub struct Completion {
     pub usage: Usage,
     /// Time spent.
     pub timings: Timings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prompt_plus_max_tokens_must_fit_the_context() {
+        assert_eq!(check_context(10, Some(6), 16).unwrap(), 6);
+        assert!(matches!(
+            check_context(10, Some(7), 16),
+            Err(LlmError::ContextOverflow {
+                requested_tokens: 7,
+                ..
+            })
+        ));
+        // Absent: the rest of the context; a full prompt leaves at least one token, which overflows.
+        assert_eq!(check_context(10, None, 16).unwrap(), 6);
+        assert!(check_context(16, None, 16).is_err());
+        // The largest max_tokens cannot wrap around, whatever the width of usize.
+        assert!(check_context(usize::MAX - 1, Some(u32::MAX), usize::MAX).is_err());
+        assert!(check_context(3, Some(u32::MAX), 4096).is_err());
+        assert!(matches!(
+            check_context(0, Some(1), 16),
+            Err(LlmError::EmptyPrompt)
+        ));
+    }
 }

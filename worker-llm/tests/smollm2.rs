@@ -32,7 +32,7 @@ fn ask_assistant(question: &str) -> Prompt {
     ])
 }
 
-fn greedy(max_tokens: usize) -> GenerationParams {
+fn greedy(max_tokens: u32) -> GenerationParams {
     GenerationParams {
         temperature: Some(0.0),
         max_tokens: Some(max_tokens),

@@ -1,10 +1,17 @@
 //! The seam between the runtime and a worker: a worker implements [`Backend`] once (load a model, run
-//! one job), and the runtime does the rest (HTTP, queue, cancellation, streaming, metrics).
+//! jobs), and the runtime does the rest (HTTP, queue, cancellation, streaming, metrics).
 //!
-//! Jobs run on a blocking thread, since Candle computes synchronously. A job hands each output to its
-//! [`JobContext`], which streams it to the client and says when to stop: the client went away or the
-//! worker is shutting down. A backend checks it at every step, so a cancelled job stops within one.
+//! Two forms. One job at a time per slot ([`Backend::run`]): the job runs on a blocking thread, since
+//! Candle computes synchronously (worker-sd). Submit-based ([`Backend::start`]): a backend that
+//! schedules jobs itself, like a batching engine running many sequences per step, takes the job and
+//! returns a future that streams what its engine sends back, holding no thread (worker-llm). Either way
+//! a job hands each output to its [`JobContext`], which streams it to the client and says when to
+//! stop: the client went away or the worker is shutting down. A backend checks it at every step, so a
+//! cancelled job stops within one.
 
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,8 +34,44 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs one job to its end on the calling (blocking) thread, streaming outputs through `ctx`.
     ///
     /// Return [`WorkerError::Cancelled`] (what [`JobContext::emit`] and [`JobContext::check`] return
-    /// once the job is cancelled) to stop early; any other error becomes the job's `error` event.
-    fn run(&self, job: Self::Job, ctx: &mut JobContext<Self::Output>) -> Result<Finish, WorkerError>;
+    /// once the job is cancelled) to stop early; any other error becomes the job's `error` event. A
+    /// backend that overrides [`Backend::start`] need not implement it.
+    fn run(&self, job: Self::Job, ctx: &mut JobContext<Self::Output>) -> Result<Finish, WorkerError> {
+        let _ = (job, ctx);
+        Err(WorkerError::Internal(
+            "this backend implements neither `run` nor `start`".to_owned(),
+        ))
+    }
+
+    /// Starts one job once it has a slot, and resolves when it has ended, giving its context back. By
+    /// default it runs [`Backend::run`] on a blocking thread (panics become the job's error); a backend
+    /// with its own scheduler hands the job to it and streams what comes back.
+    fn start(self: Arc<Self>, job: Self::Job, mut ctx: JobContext<Self::Output>) -> JobFuture<Self::Output> {
+        Box::pin(async move {
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = catch_unwind(AssertUnwindSafe(|| self.run(job, &mut ctx)));
+                (result, ctx)
+            })
+            .await;
+            match joined {
+                Ok((Ok(result), ctx)) => (result, ctx),
+                Ok((Err(panic), ctx)) => (
+                    Err(WorkerError::Internal(format!(
+                        "the job panicked: {}",
+                        panic_message(&*panic)
+                    ))),
+                    ctx,
+                ),
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            }
+        })
+    }
+
+    /// What the backend's own scheduler holds, for `/metrics`; `None` (the default) when the runtime's
+    /// queue says it all (one job per slot).
+    fn scheduler_load(&self) -> Option<BackendLoad> {
+        None
+    }
 
     /// Memory the loaded model holds, for `/ready` and `/metrics`.
     fn memory(&self) -> MemoryUsage;
@@ -37,6 +80,25 @@ pub trait Backend: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
+}
+
+/// A started job, as [`Backend::start`] returns it: its result and its context once it has ended.
+pub type JobFuture<O> = Pin<Box<dyn Future<Output = (Result<Finish, WorkerError>, JobContext<O>)> + Send>>;
+
+/// What a backend that schedules its own jobs holds now: what a cluster's scheduler reads to route
+/// requests (the Gateway API Inference Extension's endpoint picker) and to scale (KEDA).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BackendLoad {
+    /// Requests computing now (sequences in the running batch).
+    pub running: u64,
+    /// Requests it holds that wait for room (in the batch or the KV cache).
+    pub waiting: u64,
+    /// Share of the KV cache in use, 0 to 1.
+    pub kv_cache_usage_ratio: f64,
+    /// Prompt tokens found in the prefix cache since the start.
+    pub prefix_cache_hit_tokens: u64,
+    /// Prompt tokens looked up in the prefix cache since the start.
+    pub prefix_cache_query_tokens: u64,
 }
 
 /// How a job ended, as the backend reports it.
@@ -152,4 +214,13 @@ impl<O> JobContext<O> {
     pub(crate) fn last_output(&self) -> Option<Instant> {
         self.last_output
     }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

@@ -2,18 +2,18 @@
 //! running on a blocking thread with panics caught, streaming its events, cancelled when its client
 //! goes away.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_util::sync::DropGuard;
 
-use crate::backend::{Backend, Finish, JobContext};
+use crate::backend::{Backend, Finish, JobContext, panic_message};
 use crate::error::WorkerError;
 use crate::events::{Counts, Event, JobMetrics, StopReason};
 use crate::server::Shared;
@@ -165,23 +165,21 @@ pub(crate) fn submit<B: Backend>(
         tracing::info!(job = %job_id, queued_ms, "job started");
         let _ = sender.send(Message::Event(Event::Started { job_id: job_id.clone(), queued_ms }));
 
-        let mut ctx = JobContext::new(sender.clone(), cancel, shared.metrics.clone(), accepted);
-        let (result, ctx) = tokio::task::spawn_blocking(move || {
-            let result = catch_unwind(AssertUnwindSafe(|| backend.run(job, &mut ctx)));
-            (result, ctx)
-        })
-        .await
-        .expect("the job closure catches its own panics");
-        let metrics = job_metrics(&ctx, accepted, queued_ms);
-        drop(ctx);
+        let ctx = JobContext::new(sender.clone(), cancel, shared.metrics.clone(), accepted);
+        let (result, metrics) = match AssertUnwindSafe(backend.start(job, ctx)).catch_unwind().await {
+            Ok((result, ctx)) => (result, job_metrics(&ctx, accepted, queued_ms)),
+            Err(panic) => (
+                Err(WorkerError::Internal(format!("the job panicked: {}", panic_message(&*panic)))),
+                JobMetrics { queued_ms, ..JobMetrics::default() },
+            ),
+        };
 
         let last = match result {
-            Ok(Ok(Finish { stop_reason, counts })) => Ok((stop_reason, counts)),
-            Ok(Err(WorkerError::Cancelled)) => {
+            Ok(Finish { stop_reason, counts }) => Ok((stop_reason, counts)),
+            Err(WorkerError::Cancelled) => {
                 Ok((StopReason::Cancelled, Counts { input: 0, output: metrics.outputs }))
             }
-            Ok(Err(err)) => Err(err),
-            Err(panic) => Err(WorkerError::Internal(format!("the job panicked: {}", panic_message(&*panic)))),
+            Err(err) => Err(err),
         };
         drop(running);
         drop(slot);
@@ -226,12 +224,4 @@ fn job_metrics<O>(ctx: &JobContext<O>, accepted: Instant, queued_ms: f64) -> Job
         outputs,
         outputs_per_second: rate,
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }

@@ -30,7 +30,7 @@ mod metrics;
 pub mod server;
 
 pub use args::ServeArgs;
-pub use backend::{Backend, Finish, JobContext, MemoryUsage};
+pub use backend::{Backend, BackendLoad, Finish, JobContext, JobFuture, MemoryUsage};
 pub use error::WorkerError;
 pub use events::{Counts, Event, JobMetrics, StopReason, sse_response};
 pub use extract::{JsonBody, parse_json};

@@ -3,8 +3,8 @@
 //! Names carry the `worker_` prefix; the text is OpenMetrics 1.0 as encoded by the Prometheus project's
 //! own Rust client, which Prometheus scrapes natively.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
@@ -17,6 +17,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::backend::BackendLoad;
+
+/// Where the backend's own load figures come from (set once the model is loaded).
+struct LoadSource(Box<dyn Fn() -> Option<BackendLoad> + Send + Sync>);
+
+impl std::fmt::Debug for LoadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadSource")
+    }
+}
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,6 +59,14 @@ pub(crate) struct Metrics {
     pub(crate) model_load_seconds: Gauge<f64, AtomicU64>,
     pub(crate) model_memory_bytes: Gauge,
     pub(crate) ready: Gauge,
+    requests_running: Gauge,
+    requests_waiting: Gauge,
+    kv_cache_usage_ratio: Gauge<f64, AtomicU64>,
+    prefix_cache_hits: Counter,
+    prefix_cache_queries: Counter,
+    load_source: OnceLock<LoadSource>,
+    /// One scrape at a time moves the counters.
+    refreshing: Mutex<()>,
 }
 
 impl Metrics {
@@ -103,6 +122,38 @@ impl Metrics {
             "1 once the model is loaded and the worker takes jobs",
             ready.clone(),
         );
+        // The names a cluster's scheduler reads: the Gateway API Inference Extension's endpoint picker
+        // (queue, running, KV-cache use, prefix hits) and a KEDA Prometheus trigger (waiting requests).
+        let requests_running = Gauge::default();
+        registry.register(
+            "requests_running",
+            "Requests being computed now (sequences in the running batch)",
+            requests_running.clone(),
+        );
+        let requests_waiting = Gauge::default();
+        registry.register(
+            "requests_waiting",
+            "Requests accepted and waiting to start (for a slot, room in the batch or KV cache)",
+            requests_waiting.clone(),
+        );
+        let kv_cache_usage_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "kv_cache_usage_ratio",
+            "Share of the KV cache held by sequences, 0 to 1",
+            kv_cache_usage_ratio.clone(),
+        );
+        let prefix_cache_hits = Counter::default();
+        registry.register(
+            "prefix_cache_hits",
+            "Prompt tokens found in the prefix cache",
+            prefix_cache_hits.clone(),
+        );
+        let prefix_cache_queries = Counter::default();
+        registry.register(
+            "prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache",
+            prefix_cache_queries.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -115,6 +166,39 @@ impl Metrics {
             model_load_seconds,
             model_memory_bytes,
             ready,
+            requests_running,
+            requests_waiting,
+            kv_cache_usage_ratio,
+            prefix_cache_hits,
+            prefix_cache_queries,
+            load_source: OnceLock::new(),
+            refreshing: Mutex::new(()),
+        }
+    }
+
+    /// Reads the backend's own load figures at every scrape from now on.
+    pub(crate) fn set_load_source(&self, source: impl Fn() -> Option<BackendLoad> + Send + Sync + 'static) {
+        let _ = self.load_source.set(LoadSource(Box::new(source)));
+    }
+
+    /// Sets the scheduler gauges from the backend's figures, or from the runtime's queue when the
+    /// backend runs one job per slot.
+    fn refresh(&self) {
+        let _one = self.refreshing.lock().unwrap_or_else(PoisonError::into_inner);
+        let load = self.load_source.get().and_then(|source| (source.0)());
+        let queued = self.queue_depth.get();
+        match load {
+            Some(load) => {
+                self.requests_running.set(saturate(load.running));
+                self.requests_waiting.set(queued + saturate(load.waiting));
+                self.kv_cache_usage_ratio.set(load.kv_cache_usage_ratio);
+                advance(&self.prefix_cache_hits, load.prefix_cache_hit_tokens);
+                advance(&self.prefix_cache_queries, load.prefix_cache_query_tokens);
+            }
+            None => {
+                self.requests_running.set(self.jobs_running.get());
+                self.requests_waiting.set(queued);
+            }
         }
     }
 
@@ -129,10 +213,23 @@ impl Metrics {
 
     /// The exposition text.
     pub(crate) fn render(&self) -> String {
+        self.refresh();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+fn saturate(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Moves a counter up to a total the backend keeps.
+fn advance(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
 
@@ -165,4 +262,57 @@ pub(crate) async fn count_requests(
     };
     metrics.requests.get_or_create(&labels).inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn without_a_scheduler_the_gauges_follow_the_runtimes_queue() {
+        // worker-sd's case: one job per slot, the runtime's queue is all there is.
+        let metrics = Metrics::new();
+        metrics.jobs_running.set(1);
+        metrics.queue_depth.set(3);
+        let text = metrics.render();
+        assert_eq!(value(&text, "worker_requests_running"), Some(1.0));
+        assert_eq!(value(&text, "worker_requests_waiting"), Some(3.0));
+        assert_eq!(value(&text, "worker_kv_cache_usage_ratio"), Some(0.0));
+        assert_eq!(value(&text, "worker_prefix_cache_hits_total"), Some(0.0));
+    }
+
+    #[test]
+    fn a_schedulers_figures_fill_the_gauges_and_move_the_counters() {
+        let metrics = Metrics::new();
+        metrics.queue_depth.set(2);
+        let hits = Arc::new(AtomicU64::new(32));
+        let source = hits.clone();
+        metrics.set_load_source(move || {
+            Some(BackendLoad {
+                running: 5,
+                waiting: 1,
+                kv_cache_usage_ratio: 0.25,
+                prefix_cache_hit_tokens: source.load(std::sync::atomic::Ordering::Relaxed),
+                prefix_cache_query_tokens: 100,
+            })
+        });
+        let text = metrics.render();
+        assert_eq!(value(&text, "worker_requests_running"), Some(5.0));
+        assert_eq!(
+            value(&text, "worker_requests_waiting"),
+            Some(3.0),
+            "queue plus scheduler"
+        );
+        assert_eq!(value(&text, "worker_kv_cache_usage_ratio"), Some(0.25));
+        assert_eq!(value(&text, "worker_prefix_cache_hits_total"), Some(32.0));
+        assert_eq!(value(&text, "worker_prefix_cache_queries_total"), Some(100.0));
+        hits.store(48, std::sync::atomic::Ordering::Relaxed);
+        let text = metrics.render();
+        assert_eq!(value(&text, "worker_prefix_cache_hits_total"), Some(48.0));
+    }
 }

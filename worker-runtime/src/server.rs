@@ -166,7 +166,10 @@ impl<B: Backend> Runtime<B> {
             .model_memory_bytes
             .set(i64::try_from(memory.weights_bytes + memory.other_bytes).unwrap_or(i64::MAX));
         let _ = self.shared.load_seconds.set(load_seconds);
-        let _ = self.shared.backend.set(Arc::new(backend));
+        let backend = Arc::new(backend);
+        let source = backend.clone();
+        metrics.set_load_source(move || source.scheduler_load());
+        let _ = self.shared.backend.set(backend);
         metrics.ready.set(1);
     }
 

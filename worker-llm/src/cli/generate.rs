@@ -35,7 +35,7 @@ pub struct GenerateArgs {
     min_p: Option<f64>,
     /// Tokens to generate at most.
     #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
+    max_tokens: u32,
     /// Sampler seed: the same seed gives the same text.
     #[arg(long)]
     seed: Option<u64>,

@@ -45,7 +45,7 @@ impl<T: Kernel> Rows<T> {
         }
         let out_ptr = SharedOut(out.as_mut_ptr());
         let act = &act;
-        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(ROWS_PER_ITEM), |items| {
+        super::pool().execute_chunked(n.div_ceil(ROWS_PER_ITEM), |items| {
             let out_ptr = &out_ptr;
             for r in items.start * ROWS_PER_ITEM..(items.end * ROWS_PER_ITEM).min(n) {
                 let w = self.row(r);

@@ -4,15 +4,17 @@
 //! Candle's `quantized_llama` keeps a 113 MB f32 copy of SmolLM2's token embedding, concatenates the
 //! whole KV cache and repeats its heads at every step, and multiplies Q4_1 weights with a scalar loop.
 //! Here weights stay in their GGML blocks ([`matrix`]), the cache grows in place and grouped heads
-//! read it directly ([`ops::attention`]), and Q4_1 has a SIMD dot ([`kernels`]). Matrix products run on
-//! Candle's own CPU thread pool (`RAYON_NUM_THREADS` threads), and every other GGML type uses Candle's
-//! kernels. GPU devices keep using Candle's models.
+//! read it directly ([`ops::paged_attention`], over the engine's paged f16 cache), and Q4_1 has a SIMD
+//! dot ([`kernels`]). Work runs on this module's own [`pool`] (`RAYON_NUM_THREADS` threads), made not to
+//! collapse when other processes take a core; every other GGML type uses Candle's kernels. GPU devices keep using Candle's models.
 
 pub mod kernels;
 pub mod matrix;
 pub mod ops;
+pub mod pool;
 
 pub use matrix::{Matrix, Unsupported};
+pub use pool::pool;
 
 use candle_core::quantized::gguf_file::Content;
 use std::fs::File;

@@ -1,7 +1,11 @@
 //! The transformer's small operations on f32 rows: normalisation, rotary embedding, attention over the
 //! cache, the gated activation.
 
-use super::SharedOut;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::{SharedOut, pool};
+use crate::batch::kv_cache::BLOCK_TOKENS;
 
 /// Scales `x` to unit root mean square and multiplies by `weight` (RMSNorm), into `out`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -41,6 +45,15 @@ fn axpy(w: f32, v: &[f32], out: &mut [f32]) {
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `gate = gelu(gate) * up`, GELU with the tanh approximation: the GeGLU of Gemma's MLP.
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()) * u;
     }
 }
 
@@ -94,6 +107,18 @@ pub fn rope_interleaved(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]
     }
 }
 
+/// Rotates one head, pairing dimension i with i + d/2 (GPT-NeoX's rope, as Qwen, Gemma and Phi-3 use);
+/// `x` is the rotated part of the head (`2 * cos.len()` values).
+pub fn rope_neox(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (lo, hi) = x.split_at_mut(half);
+    for (i, (c, s)) in cos.iter().zip(sin).enumerate() {
+        let (a, b) = (lo[i], hi[i]);
+        lo[i] = a * c - b * s;
+        hi[i] = a * s + b * c;
+    }
+}
+
 /// Shapes of one attention call.
 #[derive(Clone, Copy)]
 pub struct Heads {
@@ -105,18 +130,34 @@ pub struct Heads {
     pub dim: usize,
 }
 
-/// Causal attention of `m` new queries (at positions `start..start + m`) over the cached keys and
-/// values of positions `0..start + m`. `q` rows are `q_stride` apart; the caches hold one row of
-/// `kv * dim` per position; `out` gets `m` rows of `q * dim`.
+/// Where one query row of a batch sits: its sequence's block table and its position.
+#[derive(Clone, Copy)]
+pub struct RowPos<'a> {
+    /// The sequence's blocks (see [`crate::batch::kv_cache`]).
+    pub blocks: &'a [usize],
+    /// The row's position: it attends to positions `0..=pos` of its sequence.
+    pub pos: usize,
+}
+
+/// Offset of position `pos`'s row in a layer's paged cache.
+pub fn cache_row(blocks: &[usize], pos: usize, kv_width: usize) -> usize {
+    (blocks[pos / BLOCK_TOKENS] * BLOCK_TOKENS + pos % BLOCK_TOKENS) * kv_width
+}
+
+/// Causal attention of a batch's query rows over their sequences' paged f16 caches (one row of
+/// `kv * dim` per position, see [`cache_row`]), keys and values of every row's position already
+/// written. `q` rows are `q_stride` apart; `out` gets one row of `q * dim` per query row. Work items are
+/// (row, key/value head): each key and value is converted once for the query heads of its group. With
+/// a `window`, a row sees only its own position and the `window - 1` before it (sliding-window layers).
 #[allow(clippy::too_many_arguments)]
-pub fn attention(
+pub fn paged_attention(
     q: &[f32],
     q_stride: usize,
-    m: usize,
-    start: usize,
-    keys: &[f32],
-    values: &[f32],
+    rows: &[RowPos],
+    keys: &[f16],
+    values: &[f16],
     heads: Heads,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
     let Heads { q: nq, kv: nkv, dim } = heads;
@@ -124,26 +165,47 @@ pub fn attention(
     let kv_width = nkv * dim;
     let scale = 1.0 / (dim as f32).sqrt();
     let out_ptr = SharedOut(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(m * nq, |items| {
+    pool().execute_chunked(rows.len() * nkv, |items| {
         let out_ptr = &out_ptr;
-        let mut scores = Vec::with_capacity(start + m);
+        let mut scores: Vec<f32> = Vec::new();
+        let mut kv_row = vec![0f32; dim];
         for item in items {
-            let (i, h) = (item / nq, item % nq);
-            let (qh, g) = (&q[i * q_stride + h * dim..][..dim], h / group);
-            let visible = start + i + 1;
+            let (i, g) = (item / nkv, item % nkv);
+            let RowPos { blocks, pos } = rows[i];
+            let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let visible = pos + 1 - first;
             scores.clear();
-            scores.extend((0..visible).map(|j| dot(qh, &keys[j * kv_width + g * dim..][..dim]) * scale));
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
+            scores.resize(group * visible, 0.0);
+            let qs = &q[i * q_stride + g * group * dim..][..group * dim];
+            for j in 0..visible {
+                let at = cache_row(blocks, first + j, kv_width) + g * dim;
+                keys[at..at + dim].convert_to_f32_slice(&mut kv_row);
+                for (h, qh) in qs.chunks_exact(dim).enumerate() {
+                    scores[h * visible + j] = dot(qh, &kv_row) * scale;
+                }
             }
-            // SAFETY: each (i, h) slice of `out` is written by the one item that owns it.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((i * nq + h) * dim), dim) };
+            for s in scores.chunks_exact_mut(visible) {
+                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0.0;
+                for x in s.iter_mut() {
+                    *x = (*x - max).exp();
+                    total += *x;
+                }
+                for x in s.iter_mut() {
+                    *x /= total;
+                }
+            }
+            // SAFETY: the heads of group g of row i are written by the one item that owns them.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(out_ptr.0.add((i * nq + g * group) * dim), group * dim)
+            };
             o.fill(0.0);
-            for (j, s) in scores.iter().enumerate() {
-                axpy(s / total, &values[j * kv_width + g * dim..][..dim], o);
+            for j in 0..visible {
+                let at = cache_row(blocks, first + j, kv_width) + g * dim;
+                values[at..at + dim].convert_to_f32_slice(&mut kv_row);
+                for (h, oh) in o.chunks_exact_mut(dim).enumerate() {
+                    axpy(scores[h * visible + j], &kv_row, oh);
+                }
             }
         }
     });
@@ -153,39 +215,85 @@ pub fn attention(
 mod tests {
     use super::*;
 
-    #[test]
-    fn attention_of_one_query_weights_values_by_softmax_of_scores() {
-        // One head of dim 2, two cached positions: scores q.k/sqrt(2) = [0, 2/sqrt(2)].
-        let q = [1.0, 1.0];
-        let keys = [0.0, 0.0, 1.0, 1.0];
-        let values = [1.0, 0.0, 0.0, 1.0];
-        let mut out = [0.0; 2];
-        let heads = Heads { q: 1, kv: 1, dim: 2 };
-        attention(&q, 2, 1, 1, &keys, &values, heads, &mut out);
-        let s = (2.0f32 / 2f32.sqrt()).exp();
-        assert!((out[0] - 1.0 / (1.0 + s)).abs() < 1e-6);
-        assert!((out[1] - s / (1.0 + s)).abs() < 1e-6);
+    fn f16s(x: &[f32]) -> Vec<f16> {
+        x.iter().map(|&v| f16::from_f32(v)).collect()
     }
 
     #[test]
-    fn a_query_does_not_see_later_positions() {
-        // Two new queries at positions 0 and 1: the first sees only value 0.
+    fn attention_of_one_query_weights_values_by_softmax_of_scores() {
+        // One head of dim 2, two cached positions in block 1 of the pool: scores q.k/sqrt(2) = [0, 2/sqrt(2)].
+        let q = [1.0, 1.0];
+        let mut keys = vec![0.0; 2 * BLOCK_TOKENS * 2];
+        let mut values = keys.clone();
+        let at = BLOCK_TOKENS * 2;
+        keys[at..at + 4].copy_from_slice(&[0.0, 0.0, 1.0, 1.0]);
+        values[at..at + 4].copy_from_slice(&[1.0, 0.0, 0.0, 1.0]);
+        let mut out = [0.0; 2];
+        let heads = Heads { q: 1, kv: 1, dim: 2 };
+        let rows = [RowPos { blocks: &[1], pos: 1 }];
+        paged_attention(&q, 2, &rows, &f16s(&keys), &f16s(&values), heads, None, &mut out);
+        let s = (2.0f32 / 2f32.sqrt()).exp();
+        assert!((out[0] - 1.0 / (1.0 + s)).abs() < 1e-3);
+        assert!((out[1] - s / (1.0 + s)).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_query_sees_its_own_sequence_up_to_its_position_across_blocks() {
+        // Two heads sharing one key/value head; the sequence's blocks are [2, 0]: position 16 lives
+        // at the start of block 0. The row at position 16 sees 17 positions; only position 16 has a
+        // key that matches, so it gets position 16's value.
+        let (dim, kv_width) = (2, 2);
+        let mut keys = vec![0.0; 3 * BLOCK_TOKENS * kv_width];
+        let mut values = keys.clone();
+        let blocks = [2usize, 0];
+        for pos in 0..=16 {
+            let at = cache_row(&blocks, pos, kv_width);
+            values[at..at + 2].copy_from_slice(&[pos as f32, 1.0]);
+        }
+        let at = cache_row(&blocks, 16, kv_width);
+        keys[at..at + 2].copy_from_slice(&[100.0, 0.0]);
         let q = [1.0, 0.0, 1.0, 0.0];
-        let keys = [1.0, 0.0, 1.0, 0.0];
-        let values = [5.0, 5.0, -3.0, 1.0];
         let mut out = [0.0; 4];
-        attention(
+        let rows = [RowPos {
+            blocks: &blocks,
+            pos: 16,
+        }];
+        let heads = Heads { q: 2, kv: 1, dim };
+        paged_attention(&q, 4, &rows, &f16s(&keys), &f16s(&values), heads, None, &mut out);
+        for h in out.chunks_exact(2) {
+            assert!((h[0] - 16.0).abs() < 1e-2 && (h[1] - 1.0).abs() < 1e-3, "{out:?}");
+        }
+        // At position 15 the matching key is not visible yet: the mean of values 0..=15.
+        let rows = [RowPos {
+            blocks: &blocks,
+            pos: 15,
+        }];
+        paged_attention(&q, 4, &rows, &f16s(&keys), &f16s(&values), heads, None, &mut out);
+        assert!((out[0] - 7.5).abs() < 1e-2, "{out:?}");
+        // A window of 4 at position 15 sees positions 12..=15 only: the mean of their values.
+        paged_attention(
             &q,
-            2,
-            2,
-            0,
-            &keys,
-            &values,
-            Heads { q: 1, kv: 1, dim: 2 },
+            4,
+            &rows,
+            &f16s(&keys),
+            &f16s(&values),
+            heads,
+            Some(4),
             &mut out,
         );
-        assert_eq!(&out[..2], &[5.0, 5.0]);
-        assert!((out[2] - 1.0).abs() < 1e-6 && (out[3] - 3.0).abs() < 1e-6);
+        assert!((out[0] - 13.5).abs() < 1e-2, "{out:?}");
+    }
+
+    #[test]
+    fn neox_rope_pairs_each_dimension_with_the_one_half_a_head_away() {
+        let rope = Rope::new(4, 10000.0, None);
+        let (cos, sin) = rope.tables(3, 1);
+        let mut x = [1.0, 1.0, 0.0, 0.0];
+        rope_neox(&mut x, &cos, &sin);
+        // Pair (0, 2) turns by 3 rad, pair (1, 3) by 3 * 10000^-0.5.
+        let a = 3.0f32 * 0.01;
+        assert!((x[0] - 3f32.cos()).abs() < 1e-6 && (x[2] - 3f32.sin()).abs() < 1e-6);
+        assert!((x[1] - a.cos()).abs() < 1e-6 && (x[3] - a.sin()).abs() < 1e-6);
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! GGUF Qwen 3 on `candle_transformers::models::quantized_qwen3`.
+//! GGUF Qwen 3: on the CPU, the crate's batched decoder ([`super::decoder`]);
+//! on GPUs, `candle_transformers::models::quantized_qwen3`.
 
 use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
 use candle_transformers::models::quantized_qwen3::ModelWeights;
 
-use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use super::decoder::{self, Spec};
+use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::Result;
 
 /// Registration of this architecture.
@@ -15,8 +17,11 @@ pub const ARCHITECTURE: Architecture = Architecture {
     load,
 };
 
-fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+fn load(ctx: &LoadContext) -> Result<LoadedModel> {
     let (content, mut file) = ctx.gguf()?;
+    if let Some(model) = decoder::on_cpu(Spec::QWEN3, ctx, &content, &file)? {
+        return Ok(model);
+    }
     Ok(Adapted::boxed(
         ModelWeights::from_gguf(content, &mut file, ctx.device)?,
         ctx,

@@ -13,9 +13,11 @@
 use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::{DType, Device, Tensor};
 
+pub use crate::batch::LoadedModel;
 use crate::error::{LlmError, Result};
 use crate::files::{ModelFiles, ModelMeta};
 
+mod decoder;
 mod gguf_gemma3;
 mod gguf_llama;
 mod gguf_phi3;
@@ -101,7 +103,7 @@ pub struct Architecture {
     /// Names found in the files: GGUF `general.architecture`, or config.json `model_type`.
     pub names: &'static [&'static str],
     /// Builds the model.
-    pub load: fn(&LoadContext) -> Result<Box<dyn CausalLm>>,
+    pub load: fn(&LoadContext) -> Result<LoadedModel>,
 }
 
 /// Finds the architecture for `meta.architecture` in `format`, or says which names are supported.
@@ -124,7 +126,7 @@ pub fn find(format: WeightFormat, name: &str) -> Result<&'static Architecture> {
 }
 
 /// Loads the model the files hold, picking the architecture from them.
-pub fn load(files: &ModelFiles, meta: ModelMeta, device: &Device, dtype: DType) -> Result<Box<dyn CausalLm>> {
+pub fn load(files: &ModelFiles, meta: ModelMeta, device: &Device, dtype: DType) -> Result<LoadedModel> {
     let arch = find(files.format(), &meta.architecture)?;
     (arch.load)(&LoadContext {
         files,
@@ -171,21 +173,21 @@ pub(crate) struct Adapted<M> {
 }
 
 impl<M: CandleModel + 'static> Adapted<M> {
-    /// Boxes `model` as a [`CausalLm`].
-    pub(crate) fn boxed(model: M, ctx: &LoadContext) -> Box<dyn CausalLm> {
-        Box::new(Adapted {
+    /// Boxes `model` as a [`CausalLm`] running one sequence at a time.
+    pub(crate) fn boxed(model: M, ctx: &LoadContext) -> LoadedModel {
+        LoadedModel::Serial(Box::new(Adapted {
             model,
             meta: ctx.meta.clone(),
             device: ctx.device.clone(),
             reset_pending: false,
-        })
+        }))
     }
 }
 
 impl<M: CandleModel> CausalLm for Adapted<M> {
     fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>> {
         if self.reset_pending && position != 0 {
-            return Err(LlmError::InvalidRequest(format!(
+            return Err(LlmError::Internal(format!(
                 "after a reset the first forward must start at position 0, not {position}"
             )));
         }

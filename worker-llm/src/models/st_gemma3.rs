@@ -8,7 +8,7 @@ use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
 use candle_transformers::models::gemma3::{Config, Model};
 
-use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::{LlmError, Result};
 
 /// Registration of this architecture.
@@ -19,7 +19,7 @@ pub const ARCHITECTURE: Architecture = Architecture {
     load,
 };
 
-fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+fn load(ctx: &LoadContext) -> Result<LoadedModel> {
     let raw: serde_json::Value = ctx.files.config_as()?;
     // Multimodal checkpoints nest the language model's config and prefix its weights.
     let (config, vb) = match raw.get("text_config") {

@@ -6,7 +6,7 @@ use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::llama::{Cache, Config, Llama, LlamaConfig};
 
-use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::Result;
 
 /// Registration of this architecture.
@@ -25,7 +25,7 @@ struct LlamaWithCache {
     device: Device,
 }
 
-fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+fn load(ctx: &LoadContext) -> Result<LoadedModel> {
     let config: LlamaConfig = ctx.files.config_as()?;
     let config = config.into_config(false);
     let model = Llama::load(ctx.var_builder()?, &config)?;

@@ -7,7 +7,7 @@ use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
 use candle_transformers::models::phi::{Config, Model};
 
-use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::Result;
 
 /// Registration of this architecture.
@@ -24,7 +24,7 @@ struct Phi {
     cached: usize,
 }
 
-fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+fn load(ctx: &LoadContext) -> Result<LoadedModel> {
     let config: Config = ctx.files.config_as()?;
     Ok(Adapted::boxed(
         Phi {

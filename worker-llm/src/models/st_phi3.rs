@@ -4,7 +4,7 @@ use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
 use candle_transformers::models::phi3::{Config, Model};
 
-use super::{Adapted, Architecture, CandleModel, CausalLm, LoadContext, Reset};
+use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::Result;
 
 /// Registration of this architecture.
@@ -15,7 +15,7 @@ pub const ARCHITECTURE: Architecture = Architecture {
     load,
 };
 
-fn load(ctx: &LoadContext) -> Result<Box<dyn CausalLm>> {
+fn load(ctx: &LoadContext) -> Result<LoadedModel> {
     let config: Config = ctx.files.config_as()?;
     Ok(Adapted::boxed(Model::new(&config, ctx.var_builder()?)?, ctx))
 }

@@ -1,18 +1,20 @@
-//! The text worker's [`Backend`]: one [`Engine`] behind a lock, running one job at a time, each token
-//! streamed as an output; and a second copy of the tokenizer and chat template so prompts are counted
-//! (for `/tokenize` and the context check) without waiting for the engine.
+//! The text worker's [`Backend`]: a [`BatchEngine`] running every admitted job's sequences together,
+//! each job streaming the tokens its sequences get; and a copy of the tokenizer and chat template so
+//! prompts are counted (for `/tokenize` and the context check) without going through the engine.
 
-use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use candle_core::Device;
 use serde::Serialize;
-use worker_runtime::{Backend, Counts, Finish, JobContext, MemoryUsage, StopReason, WorkerError};
+use worker_runtime::{
+    Backend, BackendLoad, Counts, Finish, JobContext, JobFuture, MemoryUsage, StopReason, WorkerError,
+};
 
-use crate::Engine;
+use crate::batch::engine::{BatchEngine, EngineConfig, Request, SeqEvent};
+use crate::engine::load_parts;
 use crate::error::LlmError;
-use crate::files::{ModelFiles, open_gguf};
-use crate::params::{FinishReason, GenerationParams, Prompt};
+use crate::files::ModelFiles;
+use crate::params::{FinishReason, GenerationParams, Prompt, check_context};
 use crate::tokenizer::TokenizerBundle;
 
 /// One generated token as the native stream sends it.
@@ -22,6 +24,16 @@ pub struct TokenOutput {
     pub text: String,
     /// The token id.
     pub token_id: u32,
+    /// Which of the request's `n` samples it belongs to (absent for the first).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub index: usize,
+    /// On the last token of a sample: why it ended (`stop`, `length`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<&'static str>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One admitted generation: the prompt already tokenized and checked against the context.
@@ -31,6 +43,8 @@ pub struct LlmJob {
     pub tokens: Vec<u32>,
     /// Sampling and stopping.
     pub params: GenerationParams,
+    /// Samples to draw (OpenAI's `n`); they share the prompt's cache blocks.
+    pub n: usize,
 }
 
 /// Tokenizes prompts exactly as the engine does, outside the engine's lock.
@@ -62,40 +76,31 @@ impl PromptEncoder {
         self.context_length
     }
 
-    /// The engine's rule: the prompt plus `max_tokens` (when absent, the rest of the context, at least
-    /// one token) must fit the context; refusing here answers 400 before the job queues.
-    pub fn check_context(&self, prompt_tokens: usize, max_tokens: Option<usize>) -> Result<(), LlmError> {
-        if prompt_tokens == 0 {
-            return Err(LlmError::EmptyPrompt);
-        }
-        let context_length = self.context_length;
-        let requested = max_tokens.unwrap_or(context_length.saturating_sub(prompt_tokens).max(1));
-        if prompt_tokens + requested > context_length {
-            return Err(LlmError::ContextOverflow {
-                prompt_tokens,
-                requested_tokens: requested,
-                context_length,
-            });
-        }
-        Ok(())
+    /// The engine's rule ([`check_context`]); refusing here answers 400 before the job queues.
+    pub fn check_context(&self, prompt_tokens: usize, max_tokens: Option<u32>) -> Result<(), LlmError> {
+        check_context(prompt_tokens, max_tokens, self.context_length).map(|_| ())
     }
 }
 
 /// A loaded model serving jobs; cheap to clone (the benchmark keeps a handle beside the server's).
 #[derive(Clone)]
 pub struct LlmBackend {
-    engine: Arc<Mutex<Engine>>,
+    engine: BatchEngine,
     prompts: Arc<PromptEncoder>,
     memory: MemoryUsage,
 }
 
 impl LlmBackend {
-    /// Loads the model's engine on `device`, and its tokenizer a second time for the prompt encoder.
+    /// Loads the model on `device` with the engine's default sizes.
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, LlmError> {
-        let engine = Engine::load(files, device)?;
-        let gguf = files.gguf.as_deref().map(open_gguf).transpose()?;
-        let bundle = TokenizerBundle::load(files, gguf.as_ref().map(|(content, _)| content))?;
-        let context_length = engine.meta().context_length;
+        Self::load_with(files, device, EngineConfig::default())
+    }
+
+    /// Loads the model on `device` and starts its engine sized by `config`.
+    pub fn load_with(files: &ModelFiles, device: &Device, config: EngineConfig) -> Result<Self, LlmError> {
+        let (model, bundle, defaults) = load_parts(files, device, crate::default_dtype(device))?;
+        let context_length = model.meta().context_length;
+        let engine = BatchEngine::start(model, bundle.tokenizer.clone(), defaults, config);
         let weights_bytes = files
             .gguf
             .iter()
@@ -104,15 +109,15 @@ impl LlmBackend {
             .map(|metadata| metadata.len())
             .sum();
         Ok(LlmBackend {
-            engine: Arc::new(Mutex::new(engine)),
+            memory: MemoryUsage {
+                weights_bytes,
+                other_bytes: engine.cache_bytes() as u64,
+            },
+            engine,
             prompts: Arc::new(PromptEncoder {
                 bundle,
                 context_length,
             }),
-            memory: MemoryUsage {
-                weights_bytes,
-                other_bytes: 0,
-            },
         })
     }
 
@@ -121,10 +126,9 @@ impl LlmBackend {
         &self.prompts
     }
 
-    /// Runs `f` with the engine, waiting for a running job to finish (the benchmark's in-process side).
-    pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
-        // A job that panicked left the lock poisoned; the engine resets its cache at every request.
-        f(&mut self.engine.lock().unwrap_or_else(PoisonError::into_inner))
+    /// The engine, for work outside the server's queue (the benchmark's in-process side).
+    pub fn engine(&self) -> &BatchEngine {
+        &self.engine
     }
 }
 
@@ -132,35 +136,72 @@ impl Backend for LlmBackend {
     type Job = LlmJob;
     type Output = TokenOutput;
 
-    fn run(&self, job: LlmJob, ctx: &mut JobContext<TokenOutput>) -> Result<Finish, WorkerError> {
-        let completion = self.with_engine(|engine| {
-            engine.generate_tokens(&job.tokens, &job.params, |event| {
-                match ctx.emit(TokenOutput {
-                    text: event.text,
-                    token_id: event.token_id,
-                }) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(()),
-                }
-            })
-        });
-        let completion = completion.map_err(|err| super::errors::to_worker_error(err, "prompt"))?;
-        let stop_reason = match completion.finish_reason {
-            FinishReason::Stop => StopReason::Complete,
-            FinishReason::Length => StopReason::Length,
-            FinishReason::Cancelled => StopReason::Cancelled,
-        };
-        let usage = completion.usage;
-        Ok(Finish {
-            stop_reason,
-            counts: Counts {
-                input: usage.prompt_tokens as u64,
-                output: usage.completion_tokens as u64,
-            },
+    fn start(self: Arc<Self>, job: LlmJob, mut ctx: JobContext<TokenOutput>) -> JobFuture<TokenOutput> {
+        Box::pin(async move {
+            let result = stream_job(&self.engine, job, &mut ctx).await;
+            (result, ctx)
         })
     }
 
     fn memory(&self) -> MemoryUsage {
         self.memory
     }
+
+    fn scheduler_load(&self) -> Option<BackendLoad> {
+        let stats = self.engine.stats();
+        Some(BackendLoad {
+            running: stats.running as u64,
+            waiting: stats.waiting as u64,
+            kv_cache_usage_ratio: stats.kv_cache_usage,
+            prefix_cache_hit_tokens: stats.prefix_hit_tokens,
+            prefix_cache_query_tokens: stats.prefix_query_tokens,
+        })
+    }
+}
+
+/// Hands the job to the engine and streams its tokens until every sample has ended. Dropping the
+/// receiver (a client gone) and the job's token (shutdown) both make the engine drop the sequences.
+async fn stream_job(
+    engine: &BatchEngine,
+    job: LlmJob,
+    ctx: &mut JobContext<TokenOutput>,
+) -> Result<Finish, WorkerError> {
+    let (n, input) = (job.n.max(1), job.tokens.len() as u64);
+    let mut events = engine.submit(Request {
+        tokens: job.tokens,
+        params: job.params,
+        n,
+        cancel: ctx.cancellation(),
+    });
+    let mut reasons: Vec<Option<FinishReason>> = vec![None; n];
+    let mut output = 0u64;
+    while let Some(event) = events.recv().await {
+        match event {
+            SeqEvent::Token { index, event, finish } => {
+                output += 1;
+                ctx.emit(TokenOutput {
+                    text: event.text,
+                    token_id: event.token_id,
+                    index,
+                    finish_reason: finish.map(FinishReason::as_str),
+                })?;
+                if let Some(reason) = finish {
+                    reasons[index] = Some(reason);
+                    if reasons.iter().all(Option::is_some) {
+                        let stop_reason = match reasons[0] {
+                            Some(FinishReason::Length) => StopReason::Length,
+                            Some(FinishReason::Cancelled) => StopReason::Cancelled,
+                            _ => StopReason::Complete,
+                        };
+                        return Ok(Finish {
+                            stop_reason,
+                            counts: Counts { input, output },
+                        });
+                    }
+                }
+            }
+            SeqEvent::Failed(err) => return Err(super::errors::to_worker_error(err, "prompt")),
+        }
+    }
+    Err(WorkerError::Cancelled)
 }

@@ -4,7 +4,6 @@
 //! throughput).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use artifacts_contract::DeviceKind;
@@ -12,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use worker_runtime::ServeArgs;
 
 use super::backend::LlmBackend;
+use crate::batch::engine::{Request, SeqEvent, generate_blocking};
 use crate::error::LlmError;
 use crate::params::{GenerationParams, Prompt};
 
@@ -44,7 +44,7 @@ pub struct BenchOptions {
     /// The prompt, continued as plain text.
     pub prompt: String,
     /// Tokens per run (end-of-sequence is ignored, so every run generates exactly this many).
-    pub max_tokens: usize,
+    pub max_tokens: u32,
     /// Measured runs on each side, after one warm-up each.
     pub runs: usize,
 }
@@ -158,18 +158,22 @@ fn params(options: &BenchOptions) -> GenerationParams {
 }
 
 fn in_process(backend: &LlmBackend, options: &BenchOptions) -> Result<Run, BenchError> {
-    let prompt = Prompt::Text(options.prompt.clone());
-    let params = params(options);
     let start = Instant::now();
+    let tokens = backend.prompts().encode(&Prompt::Text(options.prompt.clone()))?;
+    let request = Request {
+        tokens,
+        params: params(options),
+        n: 1,
+        cancel: CancellationToken::new(),
+    };
     let (mut first, mut last, mut count) = (None, start, 0usize);
-    backend.with_engine(|engine| {
-        engine.generate(&prompt, &params, |_| {
+    generate_blocking(backend.engine(), request, |event| {
+        if let SeqEvent::Token { .. } = event {
             let now = Instant::now();
             first.get_or_insert(now);
             last = now;
             count += 1;
-            ControlFlow::Continue(())
-        })
+        }
     })?;
     finish(start, first, last, count)
 }

@@ -9,9 +9,10 @@ use crate::error::LlmError;
 pub fn to_worker_error(err: LlmError, prompt_field: &str) -> WorkerError {
     let message = err.to_string();
     match err {
-        LlmError::ContextOverflow { .. } | LlmError::EmptyPrompt | LlmError::Template(_) => {
-            WorkerError::invalid(prompt_field, message)
-        }
+        LlmError::ContextOverflow { .. }
+        | LlmError::KvCacheTooSmall { .. }
+        | LlmError::EmptyPrompt
+        | LlmError::Template(_) => WorkerError::invalid(prompt_field, message),
         LlmError::NoChatTemplate => WorkerError::invalid("messages", message),
         LlmError::InvalidRequest(_) => WorkerError::InvalidRequest { param: None, message },
         _ => WorkerError::Internal(message),
@@ -38,5 +39,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_broken_invariant_is_a_500_not_the_clients_fault() {
+        let err = LlmError::Internal("position 9 is past the 3 cached positions".into());
+        assert!(matches!(
+            to_worker_error(err, "prompt"),
+            WorkerError::Internal(message) if message.contains("position 9")
+        ));
     }
 }

@@ -1,8 +1,8 @@
 //! `worker-llm serve`: the engine over HTTP, on the shared `worker-runtime` server.
 //!
 //! The runtime brings the queue, cancellation, errors, `/health`, `/ready`, `/metrics`, the API key and
-//! graceful shutdown; this module adds what is particular to text: the [`LlmBackend`] that runs the
-//! [`Engine`](crate::Engine) one token at a time, OpenAI-compatible routes, the native `/v1/generate`
+//! graceful shutdown; this module adds what is particular to text: the [`LlmBackend`] that hands jobs
+//! to the batching engine ([`crate::batch::engine`]), OpenAI-compatible routes, the native `/v1/generate`
 //! stream and `/tokenize`. [`bench`] measures what the server adds to the engine's own figures.
 
 mod backend;

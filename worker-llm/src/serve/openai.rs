@@ -59,11 +59,13 @@ pub struct Header {
     pub model: String,
     /// Chat or text completion.
     pub endpoint: Endpoint,
+    /// Choices per answer (OpenAI's `n`).
+    pub choices: usize,
 }
 
 impl Header {
-    /// A fresh id and timestamp for one request.
-    pub fn new(endpoint: Endpoint, model: &str) -> Self {
+    /// A fresh id and timestamp for one request of `choices` choices.
+    pub fn new(endpoint: Endpoint, model: &str, choices: usize) -> Self {
         let prefix = match endpoint {
             Endpoint::Chat => "chatcmpl",
             Endpoint::Completion => "cmpl",
@@ -76,6 +78,7 @@ impl Header {
             created,
             model: model.to_owned(),
             endpoint,
+            choices: choices.max(1),
         }
     }
 
@@ -99,25 +102,36 @@ impl Header {
 
     /// The whole answer of a request that did not stream.
     pub fn response(&self, done: &Completed<TokenOutput>) -> Value {
-        let text: String = done.outputs.iter().map(|output| output.text.as_str()).collect();
-        let finish = finish_reason(done.stop_reason);
-        let choice = match self.endpoint {
-            Endpoint::Chat => json!({
-                "index": 0,
-                "message": { "role": "assistant", "content": text },
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
-            Endpoint::Completion => {
-                json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish })
-            }
-        };
-        let mut body = self.envelope(false, json!([choice]));
+        let choices: Vec<Value> = (0..self.choices)
+            .map(|index| {
+                let outputs = done.outputs.iter().filter(|output| output.index == index);
+                let text: String = outputs.clone().map(|output| output.text.as_str()).collect();
+                let finish = match self.choices {
+                    1 => finish_reason(done.stop_reason),
+                    _ => outputs
+                        .filter_map(|output| output.finish_reason)
+                        .last()
+                        .unwrap_or("cancelled"),
+                };
+                match self.endpoint {
+                    Endpoint::Chat => json!({
+                        "index": index,
+                        "message": { "role": "assistant", "content": text },
+                        "logprobs": null,
+                        "finish_reason": finish,
+                    }),
+                    Endpoint::Completion => {
+                        json!({ "index": index, "text": text, "logprobs": null, "finish_reason": finish })
+                    }
+                }
+            })
+            .collect();
+        let mut body = self.envelope(false, json!(choices));
         body["usage"] = json!(Usage::from(done.counts));
         body
     }
 
-    fn choice_chunk(&self, text: Option<&str>, first: bool, finish: Option<&str>) -> Value {
+    fn choice_chunk(&self, index: usize, text: Option<&str>, first: bool, finish: Option<&str>) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => {
                 let mut delta = json!({});
@@ -127,10 +141,10 @@ impl Header {
                 if let Some(text) = text {
                     delta["content"] = json!(text);
                 }
-                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+                json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": finish })
             }
             Endpoint::Completion => {
-                json!({ "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish })
+                json!({ "index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish })
             }
         };
         self.envelope(true, json!([choice]))
@@ -142,16 +156,17 @@ impl Header {
 pub struct ChunkWriter {
     header: Header,
     include_usage: bool,
-    started: bool,
+    /// Whether each choice has sent its first chunk.
+    started: Vec<bool>,
 }
 
 impl ChunkWriter {
     /// A writer for one streamed request.
     pub fn new(header: Header, include_usage: bool) -> Self {
         ChunkWriter {
+            started: vec![false; header.choices],
             header,
             include_usage,
-            started: false,
         }
     }
 
@@ -164,22 +179,30 @@ impl ChunkWriter {
 
     /// The SSE events (none, one or several) one job event becomes.
     pub fn on_event(&mut self, event: Event<TokenOutput>) -> Vec<sse::Event> {
+        let several = self.header.choices > 1;
         match event {
-            Event::Output { output, .. } if output.text.is_empty() && self.started => Vec::new(),
+            Event::Output { output, .. } if output.index >= self.started.len() => Vec::new(),
             Event::Output { output, .. } => {
-                let first = !self.started;
-                self.started = true;
-                vec![self.data(self.header.choice_chunk(Some(&output.text), first, None))]
+                let index = output.index;
+                let first = !self.started[index];
+                self.started[index] = true;
+                let mut events = Vec::new();
+                if first || !output.text.is_empty() {
+                    events.push(self.data(self.header.choice_chunk(index, Some(&output.text), first, None)));
+                }
+                // With several choices each ends on its own: its finish chunk follows its last token.
+                if let Some(finish) = output.finish_reason.filter(|_| several) {
+                    events.push(self.data(self.header.choice_chunk(index, None, false, Some(finish))));
+                }
+                events
             }
             Event::End { stop_reason, counts } => {
-                let first = !self.started;
-                let mut events =
-                    vec![
-                        self.data(
-                            self.header
-                                .choice_chunk(None, first, Some(finish_reason(stop_reason))),
-                        ),
-                    ];
+                let mut events = Vec::new();
+                if !several {
+                    let first = !self.started[0];
+                    let finish = finish_reason(stop_reason);
+                    events.push(self.data(self.header.choice_chunk(0, None, first, Some(finish))));
+                }
                 if self.include_usage {
                     let mut usage = self.header.envelope(true, json!([]));
                     usage["usage"] = json!(Usage::from(counts));
@@ -210,6 +233,7 @@ mod tests {
             created: 1,
             model: "m".into(),
             endpoint,
+            choices: 1,
         }
     }
 
@@ -221,6 +245,8 @@ mod tests {
             output: TokenOutput {
                 text: text.into(),
                 token_id: 1,
+                index: 0,
+                finish_reason: None,
             },
         };
         assert_eq!(writer.on_event(output("Hel")).len(), 1);
@@ -233,7 +259,7 @@ mod tests {
             counts: Counts { input: 3, output: 2 },
         });
         assert_eq!(end.len(), 3);
-        let first = header(Endpoint::Chat).choice_chunk(Some("Hel"), true, None);
+        let first = header(Endpoint::Chat).choice_chunk(0, Some("Hel"), true, None);
         assert_eq!(
             first["choices"][0]["delta"],
             json!({"role": "assistant", "content": "Hel"})
@@ -248,10 +274,14 @@ mod tests {
                 TokenOutput {
                     text: "a".into(),
                     token_id: 1,
+                    index: 0,
+                    finish_reason: None,
                 },
                 TokenOutput {
                     text: "b".into(),
                     token_id: 2,
+                    index: 0,
+                    finish_reason: Some("stop"),
                 },
             ],
             stop_reason: StopReason::Complete,
@@ -263,5 +293,59 @@ mod tests {
         assert_eq!(body["choices"][0]["finish_reason"], "stop");
         assert_eq!(body["usage"]["total_tokens"], 6);
         assert_eq!(body["object"], "text_completion");
+    }
+
+    #[test]
+    fn several_choices_stream_and_end_each_with_its_index() {
+        let mut h = header(Endpoint::Completion);
+        h.choices = 2;
+        let mut writer = ChunkWriter::new(h.clone(), false);
+        let output = |index: usize, text: &str, finish: Option<&'static str>| Event::Output {
+            index: 0,
+            output: TokenOutput {
+                text: text.into(),
+                token_id: 1,
+                index,
+                finish_reason: finish,
+            },
+        };
+        assert_eq!(writer.on_event(output(1, "b", None)).len(), 1);
+        assert_eq!(writer.on_event(output(0, "a", Some("length"))).len(), 2);
+        assert_eq!(writer.on_event(output(1, "c", Some("stop"))).len(), 2);
+        let end = writer.on_event(Event::End {
+            stop_reason: StopReason::Length,
+            counts: Counts { input: 3, output: 3 },
+        });
+        assert_eq!(end.len(), 1, "only [DONE]: each choice sent its finish chunk");
+        let done = Completed {
+            outputs: vec![
+                TokenOutput {
+                    text: "b".into(),
+                    token_id: 1,
+                    index: 1,
+                    finish_reason: None,
+                },
+                TokenOutput {
+                    text: "a".into(),
+                    token_id: 1,
+                    index: 0,
+                    finish_reason: Some("length"),
+                },
+                TokenOutput {
+                    text: "c".into(),
+                    token_id: 1,
+                    index: 1,
+                    finish_reason: Some("stop"),
+                },
+            ],
+            stop_reason: StopReason::Length,
+            counts: Counts { input: 3, output: 3 },
+            metrics: Default::default(),
+        };
+        let body = h.response(&done);
+        assert_eq!(body["choices"][0]["text"], "a");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+        assert_eq!(body["choices"][1]["text"], "bc");
+        assert_eq!(body["choices"][1]["finish_reason"], "stop");
     }
 }

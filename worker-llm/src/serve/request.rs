@@ -47,11 +47,14 @@ pub struct GenerateRequest {
     pub stream: Option<bool>,
     /// `include_usage`: a last chunk with the token counts.
     pub stream_options: Option<StreamOptions>,
-    /// Number of choices; only 1 is supported.
+    /// Number of choices, 1 to [`MAX_CHOICES`]; they share the prompt's cache blocks.
     pub n: Option<u64>,
     /// Generate past end-of-sequence tokens (vLLM's extension, for benchmarks).
     pub ignore_eos: Option<bool>,
 }
+
+/// The most choices (`n`) one request may ask for.
+pub const MAX_CHOICES: u64 = 16;
 
 /// One chat message as OpenAI sends it.
 #[derive(Debug, Deserialize)]
@@ -134,6 +137,8 @@ pub struct Parsed {
     pub stream: bool,
     /// Whether a streamed answer ends with a usage chunk.
     pub include_usage: bool,
+    /// Choices to generate.
+    pub n: usize,
 }
 
 impl GenerateRequest {
@@ -141,7 +146,18 @@ impl GenerateRequest {
     pub fn parse(self, input: Input) -> Result<Parsed, WorkerError> {
         let (prompt, prompt_field) = self.prompt_of(input)?;
         let params = self.params()?;
+        let n = match self.n {
+            None => 1,
+            Some(n) if (1..=MAX_CHOICES).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(WorkerError::invalid(
+                    "n",
+                    format!("n must be between 1 and {MAX_CHOICES}, got {n}"),
+                ));
+            }
+        };
         Ok(Parsed {
+            n,
             prompt,
             prompt_field,
             params,
@@ -175,22 +191,26 @@ impl GenerateRequest {
     }
 
     fn params(&self) -> Result<GenerationParams, WorkerError> {
-        if let Some(n) = self.n
-            && n != 1
-        {
-            return Err(WorkerError::invalid(
-                "n",
-                format!("only n = 1 is supported, got {n}"),
-            ));
-        }
         let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
             (Some(max), _) => Some(("max_completion_tokens", max)),
             (None, Some(max)) => Some(("max_tokens", max)),
             (None, None) => None,
         };
-        if let Some((field, 0)) = max_tokens {
-            return Err(WorkerError::invalid(field, format!("{field} must be at least 1")));
-        }
+        let max_tokens = match max_tokens {
+            None => None,
+            Some((field, 0)) => {
+                return Err(WorkerError::invalid(field, format!("{field} must be at least 1")));
+            }
+            Some((field, max)) => Some(u32::try_from(max).map_err(|_| {
+                WorkerError::invalid(
+                    field,
+                    format!(
+                        "{field} must be at most {} (and fit the context), got {max}",
+                        u32::MAX
+                    ),
+                )
+            })?),
+        };
         in_range("temperature", self.temperature, 0.0, 2.0)?;
         in_range("min_p", self.min_p, 0.0, 1.0)?;
         in_range(
@@ -250,7 +270,7 @@ impl GenerateRequest {
             top_p: self.top_p,
             top_k,
             min_p: self.min_p,
-            max_tokens: max_tokens.map(|(_, max)| usize::try_from(max).unwrap_or(usize::MAX)),
+            max_tokens,
             seed: self.seed,
             stop,
             stop_token_ids: Vec::new(),
@@ -381,7 +401,9 @@ mod tests {
             param_of(r#"{"prompt": "x", "max_tokens": 0}"#, Input::Text),
             "max_tokens"
         );
-        assert_eq!(param_of(r#"{"prompt": "x", "n": 2}"#, Input::Text), "n");
+        assert_eq!(param_of(r#"{"prompt": "x", "n": 0}"#, Input::Text), "n");
+        assert_eq!(param_of(r#"{"prompt": "x", "n": 17}"#, Input::Text), "n");
+        assert_eq!(parse(r#"{"prompt": "x", "n": 3}"#, Input::Text).unwrap().n, 3);
         assert_eq!(
             param_of(r#"{"prompt": "x", "stop": ["a","b","c","d","e"]}"#, Input::Text),
             "stop"
@@ -399,6 +421,13 @@ mod tests {
         );
         assert_eq!(
             param_of(r#"{"prompt": "x", "max_tokens": "ten"}"#, Input::Text),
+            "max_tokens"
+        );
+        assert_eq!(
+            param_of(
+                r#"{"prompt": "x", "max_tokens": 18446744073709551615}"#,
+                Input::Text
+            ),
             "max_tokens"
         );
     }

@@ -59,6 +59,7 @@ async fn prepare(runtime: &Runtime<LlmBackend>, parsed: &Parsed) -> Result<LlmJo
     Ok(LlmJob {
         tokens,
         params: parsed.params.clone(),
+        n: parsed.n,
     })
 }
 
@@ -75,7 +76,7 @@ async fn openai(
     };
     let parsed = request.parse(input)?;
     let job = prepare(&runtime, &parsed).await?;
-    let header = Header::new(endpoint, &runtime.info().model_id);
+    let header = Header::new(endpoint, &runtime.info().model_id, parsed.n);
     let events = runtime.submit(job)?;
     if parsed.stream {
         let mut writer = ChunkWriter::new(header, parsed.include_usage);

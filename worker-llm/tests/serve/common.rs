@@ -53,7 +53,7 @@ impl Model {
     }
 
     /// Greedy text and counts of the engine in this process, as the server should answer them.
-    pub fn greedy(self, prompt: &Prompt, max_tokens: usize) -> (String, Usage) {
+    pub fn greedy(self, prompt: &Prompt, max_tokens: u32) -> (String, Usage) {
         let params = GenerationParams {
             temperature: Some(0.0),
             max_tokens: Some(max_tokens),

@@ -70,7 +70,7 @@ async fn bad_requests_are_4xx_naming_the_problem_and_the_server_stays_ready() {
             "max_completion_tokens",
             "at least 1",
         ),
-        (json!({"n": 2}), "n", "2"),
+        (json!({"n": 17}), "n", "17"),
         (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop", "4"),
         (json!({"stop": [""]}), "stop", "empty"),
     ];
@@ -189,6 +189,30 @@ async fn a_context_overflow_is_a_400_naming_prompt_requested_and_context() {
     let (status, body) = server.post("/v1/completions", request.to_string()).await;
     assert_eq!(status, 200, "a request that exactly fits is admitted: {body}");
     assert_eq!(body["usage"]["total_tokens"], 128);
+    // Huge max_tokens never wrap around: past u32 it is refused by name, within u32 it overflows the
+    // context like any other.
+    let (status, body) = server
+        .post(
+            "/v1/completions",
+            r#"{"prompt": "w5", "max_tokens": 18446744073709551615}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("max_tokens")),
+        "{body}"
+    );
+    let (status, body) = server
+        .post("/v1/completions", r#"{"prompt": "w5", "max_tokens": 4294967295}"#)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4294967295 more"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,7 @@ mod smollm2;
 
 mod common;
 
+mod batching;
 mod errors;
 mod openai_client;
 mod protocol;

@@ -12,7 +12,10 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{LlmError, Result};
 use crate::files::{ModelFiles, gguf_str, gguf_u64, read_json_as};
 
+mod spm;
+
 /// A tokenizer that keeps user text apart from the template's special tokens.
+#[derive(Clone)]
 pub struct TextTokenizer {
     /// Parses `<|special|>` strings into special tokens: for text the template wrote.
     with_specials: Tokenizer,
@@ -124,8 +127,21 @@ impl TokenizerBundle {
     }
 
     fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
-        let mut tokenizer = Tokenizer::from_gguf(content).map_err(LlmError::tokenizer)?;
-        fix_gpt2_pre_tokenizer(&mut tokenizer, content);
+        let tokenizer = match gguf_str(content, "tokenizer.ggml.model") {
+            Some("gpt2") => {
+                let mut tokenizer = Tokenizer::from_gguf(content)
+                    .map_err(|e| LlmError::tokenizer(crate::error::without_backtrace(e)))?;
+                fix_gpt2_pre_tokenizer(&mut tokenizer, content);
+                tokenizer
+            }
+            Some("llama") => spm::from_gguf(content)?,
+            other => {
+                return Err(LlmError::Tokenizer(format!(
+                    "unsupported tokenizer model `{}` in the GGUF metadata (supported: gpt2, llama)",
+                    other.unwrap_or("(none)")
+                )));
+            }
+        };
         let tokenizer = TextTokenizer::new(tokenizer);
         let token = |key: &str| {
             gguf_u64(content, key)
