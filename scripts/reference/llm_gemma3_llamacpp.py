@@ -8,7 +8,7 @@ Output: tests/fixtures/llm/gemma3_llamacpp.json.
 
 Run once, by hand (CI only reads the output):
     bash scripts/fetch-models.sh gemma3
-    /work/venv-llm/bin/python scripts/reference/llm_gemma3_llamacpp.py
+    "$(bash scripts/reference/venv.sh)" scripts/reference/llm_gemma3_llamacpp.py
 Pinned: llama-cpp-python==0.3.36 (built from source), checked below.
 """
 
