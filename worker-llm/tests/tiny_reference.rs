@@ -35,7 +35,9 @@ fn check(name: &str) {
     let files = ModelFiles::discover(&dir).unwrap();
     let meta = ModelMeta::from_configs(&files).unwrap();
     assert_eq!(meta.vocab_size, reference.logits[0].len());
-    let mut model = models::load(&files, meta, &Device::Cpu, DType::F32).unwrap();
+    let mut model = models::load(&files, meta, &Device::Cpu, DType::F32)
+        .unwrap()
+        .into_serial();
 
     for round in 0..2 {
         // The second round runs after a reset: it must see an empty cache, not the first round's.
