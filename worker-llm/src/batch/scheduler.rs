@@ -104,12 +104,17 @@ impl Scheduler {
     pub(crate) fn add(&mut self, request: Request, reply: Reply) {
         match self.sequences(request, reply) {
             Ok(seq) => self.waiting.push_back(seq),
-            Err((err, reply)) => reply.send(SeqEvent::Failed(err)),
+            Err(refused) => {
+                let (err, reply) = *refused;
+                reply.send(SeqEvent::Failed(err))
+            }
         }
         self.publish();
     }
 
-    fn sequences(&mut self, request: Request, reply: Reply) -> Result<Sequence, (LlmError, Reply)> {
+    /// The sequence of a request, or the error with the reply channel that must hear it (boxed: the pair is
+    /// large and this is the rare path).
+    fn sequences(&mut self, request: Request, reply: Reply) -> Result<Sequence, Box<(LlmError, Reply)>> {
         let n = request.n.max(1);
         let mut generations = Vec::with_capacity(n);
         for index in 0..n {
@@ -118,20 +123,20 @@ impl Scheduler {
             let settings = sampling_settings(&self.defaults, &params);
             match Generation::new(&request.tokens, &params, settings, &self.meta) {
                 Ok(g) => generations.push((index, g)),
-                Err(err) => return Err((err, reply)),
+                Err(err) => return Err(Box::new((err, reply))),
             }
         }
         if let Runner::Batched { pool, .. } = &self.runner {
             let needed = request.tokens.len() + generations[0].1.max_tokens();
             let capacity = pool.capacity() * BLOCK_TOKENS;
             if needed > capacity {
-                return Err((
+                return Err(Box::new((
                     LlmError::KvCacheTooSmall {
                         needed_tokens: needed,
                         capacity_tokens: capacity,
                     },
                     reply,
-                ));
+                )));
             }
         }
         let id = self.next_id;

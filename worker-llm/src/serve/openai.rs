@@ -110,7 +110,7 @@ impl Header {
                     1 => finish_reason(done.stop_reason),
                     _ => outputs
                         .filter_map(|output| output.finish_reason)
-                        .last()
+                        .next_back()
                         .unwrap_or("cancelled"),
                 };
                 match self.endpoint {
