@@ -74,6 +74,33 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A word-level `tokenizer.json` for the tiny LLM fixtures' 256-word vocabulary (`<unk>`, `<s>`, `</s>`,
+/// then `w3`...`w255`), and a `tokenizer_config.json` naming its special tokens and a chat template.
+pub fn word_level_tokenizer() -> (serde_json::Value, serde_json::Value) {
+    use serde_json::json;
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..256u32)
+        .map(|id| {
+            let word = match id {
+                0 => "<unk>".to_string(),
+                1 => "<s>".to_string(),
+                2 => "</s>".to_string(),
+                _ => format!("w{id}"),
+            };
+            (word, json!(id))
+        })
+        .collect();
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+    });
+    let config = json!({
+        "bos_token": "<s>", "eos_token": "</s>",
+        "chat_template": "{% for m in messages %}{{ m.role }} w3 {{ m.content }} w4 {% endfor %}{% if add_generation_prompt %}assistant w3{% endif %}",
+    });
+    (tokenizer, config)
+}
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -254,6 +281,15 @@ impl Home {
             .args(rest);
         let what = format!("{} {}", bin.name(), args.join(" "));
         finish(cmd.spawn().expect("starting the binary"), what, limit)
+    }
+
+    /// `worker-llm generate --model ID` of two tokens, within a minute: what a user tries first.
+    pub fn try_generate(&self, id: &str) -> Run {
+        self.run(
+            Bin::WorkerLlm,
+            &["generate", "--model", id, "--prompt", "hi", "--max-tokens", "2"],
+            Duration::from_secs(60),
+        )
     }
 
     /// `catalog ARGS...`, within a minute.

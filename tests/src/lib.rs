@@ -10,5 +10,6 @@ pub mod server;
 
 pub use harness::{
     Bin, Home, Run, Served, fixtures, free_port, relative_to, sha256_hex, smollm2_gguf, test_python,
+    word_level_tokenizer,
 };
 pub use server::{Route, Seen, Server};

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use artifacts_contract::{Compatibility, ModelEntry, WorkerKind};
-use e2e_tests::{Bin, Home, fixtures, relative_to, smollm2_gguf};
-use serde_json::json;
+use e2e_tests::{Bin, Home, fixtures, relative_to, smollm2_gguf, word_level_tokenizer};
 
 const RUN_LIMIT: Duration = Duration::from_secs(240);
 
@@ -127,28 +126,9 @@ fn tiny_llm(dir: &Path, arch: &str, tokenizer: bool) -> PathBuf {
         std::fs::copy(src.join(file), dst.join(file)).unwrap();
     }
     if tokenizer {
-        let vocab: serde_json::Map<String, serde_json::Value> = (0..256u32)
-            .map(|id| {
-                let word = match id {
-                    0 => "<unk>".to_string(),
-                    1 => "<s>".to_string(),
-                    2 => "</s>".to_string(),
-                    _ => format!("w{id}"),
-                };
-                (word, json!(id))
-            })
-            .collect();
-        let tokenizer = json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-            "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
-        });
+        let (tokenizer, config) = word_level_tokenizer();
         std::fs::write(dst.join("tokenizer.json"), tokenizer.to_string()).unwrap();
-        std::fs::write(
-            dst.join("tokenizer_config.json"),
-            json!({"bos_token": "<s>", "eos_token": "</s>"}).to_string(),
-        )
-        .unwrap();
+        std::fs::write(dst.join("tokenizer_config.json"), config.to_string()).unwrap();
     }
     dst
 }

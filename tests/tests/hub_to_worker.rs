@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use artifacts_contract::ModelEntry;
-use e2e_tests::{Bin, Home, Route, Server, fixtures, sha256_hex, smollm2_gguf, test_python};
+use e2e_tests::{
+    Bin, Home, Route, Server, fixtures, sha256_hex, smollm2_gguf, test_python, word_level_tokenizer,
+};
 use serde_json::json;
 
 const SMOL_REPO: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF";
@@ -112,19 +114,7 @@ fn an_hf_gguf_is_pulled_verified_and_served_by_id_then_removed_while_loaded() {
         served.log()
     );
     // A new worker cannot load what is gone, and says how to bring it back.
-    let run = home.run(
-        Bin::WorkerLlm,
-        &[
-            "generate",
-            "--model",
-            SMOL_ID,
-            "--prompt",
-            "hi",
-            "--max-tokens",
-            "2",
-        ],
-        Duration::from_secs(60),
-    );
+    let run = home.try_generate(SMOL_ID);
     let err = run.failed();
     assert!(err.contains(&format!("catalog add {SMOL_ID}")), "{err}");
 }
@@ -142,19 +132,7 @@ fn a_pull_cut_off_mid_file_resumes_and_is_then_served() {
     let pending = entry(&home, &["show", SMOL_ID]);
     assert!(!pending.status.is_available());
     // Not available: a worker refuses it and names the command that finishes it.
-    let refused = home.run(
-        Bin::WorkerLlm,
-        &[
-            "generate",
-            "--model",
-            SMOL_ID,
-            "--prompt",
-            "hi",
-            "--max-tokens",
-            "2",
-        ],
-        Duration::from_secs(60),
-    );
+    let refused = home.try_generate(SMOL_ID);
     assert!(
         refused.failed().contains(&format!("catalog pull {SMOL_ID}")),
         "{}",
@@ -187,27 +165,8 @@ fn a_pull_cut_off_mid_file_resumes_and_is_then_served() {
 /// `tests/fixtures/llm/tiny/llama` as an HF repo with a word-level tokenizer of its 256 words.
 fn tiny_llama_repo_files() -> Vec<(&'static str, Vec<u8>, String)> {
     let dir = fixtures().join("llm/tiny/llama");
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..256u32)
-        .map(|id| {
-            let word = match id {
-                0 => "<unk>".to_string(),
-                1 => "<s>".to_string(),
-                2 => "</s>".to_string(),
-                _ => format!("w{id}"),
-            };
-            (word, json!(id))
-        })
-        .collect();
-    let tokenizer = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
-    });
-    let tokenizer_config = json!({
-        "bos_token": "<s>", "eos_token": "</s>",
-        "chat_template": "{% for m in messages %}{{ m.role }} w3 {{ m.content }} w4 {% endfor %}{% if add_generation_prompt %}assistant w3{% endif %}",
-    });
-    let mut files = vec![
+    let (tokenizer, tokenizer_config) = word_level_tokenizer();
+    let files = vec![
         ("config.json", std::fs::read(dir.join("config.json")).unwrap()),
         (
             "model.safetensors",
@@ -217,7 +176,7 @@ fn tiny_llama_repo_files() -> Vec<(&'static str, Vec<u8>, String)> {
         ("tokenizer_config.json", tokenizer_config.to_string().into_bytes()),
     ];
     files
-        .drain(..)
+        .into_iter()
         .map(|(name, body)| {
             let sha = sha256_hex(&body);
             (name, body, sha)
