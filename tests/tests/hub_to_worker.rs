@@ -67,7 +67,9 @@ import sys
 from openai import OpenAI
 client = OpenAI(base_url=sys.argv[1] + "/v1", api_key="none")
 reply = client.chat.completions.create(
-    model=sys.argv[2], messages=[{"role": "user", "content": sys.argv[3]}], max_tokens=16, temperature=0)
+    model=sys.argv[2], max_tokens=16, temperature=0,
+    messages=[{"role": "system", "content": "You are a helpful assistant."},
+              {"role": "user", "content": sys.argv[3]}])
 print(reply.choices[0].message.content)
 "#;
     let out = Command::new(test_python())
@@ -155,7 +157,8 @@ fn a_pull_cut_off_mid_file_resumes_and_is_then_served() {
     let served = home.serve(Bin::WorkerLlm, &["--model", SMOL_ID]);
     let (status, body) = served.post_json(
         "/v1/chat/completions",
-        &json!({"messages": [{"role": "user", "content": "What is the capital of France?"}],
+        &json!({"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                             {"role": "user", "content": "What is the capital of France?"}],
                 "max_tokens": 12, "temperature": 0}),
     );
     assert_eq!(status, 200, "{body}");
