@@ -18,7 +18,7 @@ function ggufLlama(quantization: string): ModelEntry {
     addedAt: "2026-01-01T00:00:00Z",
     updatedAt: "2026-01-01T00:00:00Z",
     modelType: "llm",
-    config: { modelFamily: "llama", format: "gguf", quantization },
+    config: { modelFamily: "llama", architecture: "llama", format: "gguf", quantization },
   };
 }
 
