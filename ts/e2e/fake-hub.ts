@@ -30,6 +30,9 @@ export async function startFakeHub(bytes = 6 << 20, chunkDelayMs = 15): Promise<
   const gguf = readFileSync(new URL("../../../tests/fixtures/models/tiny-llama-chat.gguf", import.meta.url));
   const weights = Buffer.alloc(Math.max(bytes, gguf.length));
   gguf.copy(weights);
+  // Declare one tensor (bytes 8..16 of a GGUF header), as a model file does: the committed header-only
+  // fixture declares none, and the catalog rightly promises no worker a file without weights.
+  weights.writeBigUInt64LE(1n, 8);
   const sha = createHash("sha256").update(weights).digest("hex");
   const info = {
     id: REPO,

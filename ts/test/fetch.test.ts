@@ -116,7 +116,7 @@ test("CivitAI search, model and version go to the given endpoint with the token"
 });
 
 test("HTTP errors, unreachable endpoints and bad answers reject naming the problem; the next call works", async () => {
-  await assert.rejects(catalog.fetchHfModel("nobody/nothing", hf), /answered HTTP 404.*Repository not found/);
+  await assert.rejects(catalog.fetchHfModel("nobody/nothing", hf), /no model hf:nobody\/nothing on the Hub/);
   api.route("/civitai/api/v1/models/9", { status: 500, body: "internal error" });
   await assert.rejects(catalog.fetchCivitaiModel("9", civitai), /answered HTTP 500: internal error/);
   api.route("/civitai/api/v1/models/10", { body: "<html>rate limited</html>" });

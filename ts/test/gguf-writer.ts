@@ -1,4 +1,4 @@
-// Writes a GGUF v3 header (no tensors) from a recorded metadata dump, so the GGUF reader is tested on
+// Writes a GGUF v3 header (its tensor table left out) from a recorded metadata dump, so the GGUF reader is tested on
 // real keys and values without committing a model file. Types follow the GGUF specification's
 // conventions for each key; array values (given in the dump as digests) are left out.
 
@@ -40,7 +40,7 @@ export function ggufFromDump(
   const written = Object.keys(dump).filter((k) => !/^(blk|token_embd|output)/.test(k) && kindOf(k) !== undefined);
   parts.push(enc.encode("GGUF"));
   u32(3);
-  u64(0n);
+  u64(1n); // one tensor declared, as in a model file (its table is left out: readers stop at the metadata)
   u64(BigInt(written.length + Object.keys(extraStrings).length));
   for (const key of written) {
     const kind = kindOf(key) as Kind;

@@ -48,8 +48,10 @@ export async function chatPage(ctx: Context, view: HTMLElement): Promise<void> {
   const temperature = h("input", { type: "number", name: "temperature", min: "0", max: "2", step: "0.1", value: "0.7", "aria-label": "Temperature" });
   const send = h("button", { type: "submit" }, "Send");
   const stop = h("button", { type: "button", class: "secondary", disabled: "" }, "Stop");
+  // A plain system message by default: without one, small models' templates insert their own and drift.
+  const system = h("input", { type: "text", name: "system", value: "You are a helpful assistant.", "aria-label": "System message" });
   const stats = h("p", { class: "stats", "data-field": "stats" });
-  const form = h("form", { class: "chat-form" }, input, h("div", { class: "row" }, h("label", {}, "Max tokens ", maxTokens), h("label", {}, "Temperature ", temperature), send, stop));
+  const form = h("form", { class: "chat-form" }, input, h("div", { class: "row" }, h("label", {}, "System ", system), h("label", {}, "Max tokens ", maxTokens), h("label", {}, "Temperature ", temperature), send, stop));
   const messages: Message[] = [];
   let abort: AbortController | undefined;
   input.addEventListener("keydown", (e) => {
@@ -83,7 +85,7 @@ export async function chatPage(ctx: Context, view: HTMLElement): Promise<void> {
         signal: abort.signal,
         headers: { "Content-Type": "application/json", "X-Worker-Url": ctx.settings.llmUrl, ...authHeader(ctx) },
         body: JSON.stringify({
-          messages,
+          messages: system.value.trim() ? [{ role: "system", content: system.value.trim() }, ...messages] : messages,
           stream: true,
           stream_options: { include_usage: true },
           max_tokens: Number(maxTokens.value) || 128,
