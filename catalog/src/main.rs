@@ -445,7 +445,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Restores the default SIGPIPE action, so output to a closed pipe (`catalog list | head`) ends the
+/// process quietly instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+#[cfg(unix)]
+fn exit_quietly_on_a_closed_pipe() {
+    // SAFETY: called first thing in `main`, before any other thread exists; it only changes how the
+    // process answers SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    exit_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

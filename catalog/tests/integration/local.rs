@@ -307,3 +307,25 @@ fn search_takes_several_words_and_empty_answers_say_so() {
     assert!(env.entries().is_empty());
     assert!(path.is_file(), "a local entry's file is the user's: rm keeps it");
 }
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    use std::process::{Command, Stdio};
+    let server = Server::start();
+    let env = Env::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    std::fs::write(&path, tiny_llama_gguf()).unwrap();
+    env.ok(&["add", path.to_str().unwrap()]);
+    // `catalog list | true`: the reader is gone before the command writes its first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catalog"))
+        .args(["--catalog-home", env.home.path().to_str().unwrap(), "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
