@@ -20,8 +20,7 @@ use artifacts_contract::{
     ModelSource, TypedConfig, WeightFormat,
 };
 use catalog::ingest::gguf::{GgufValue, write_header};
-use catalog::ops::{self, AddOptions, Sources};
-use catalog::sources::civitai::CivitaiClient;
+use catalog::ops::{self, AddOptions, Settings, Sources};
 use catalog::sources::hf::HfClient;
 use catalog::{Catalog, Filter};
 use server::{Route, Server};
@@ -183,13 +182,12 @@ fn bench_add() {
     server.route(info_path, Route::json(info.to_string()));
     server.route(&file_path, Route::bytes(weights));
     let hf = HfClient::builder().endpoint(Some(server.url.clone())).build();
-    let sources = Sources {
-        hf: hf.clone(),
-        civitai: CivitaiClient::builder()
-            .endpoint(Some(server.url.clone()))
-            .build(),
-        hf_home: PathBuf::from("/nonexistent"),
-    };
+    let sources = Sources::new(
+        &Settings::default()
+            .with("HF_ENDPOINT", server.url.clone())
+            .with("CIVITAI_ENDPOINT", server.url.clone())
+            .with("HF_HOME", "/nonexistent"),
+    );
     let home = tempfile::tempdir().expect("temp dir");
     let catalog = Catalog::open(home.path()).expect("open");
     let opts = AddOptions {

@@ -28,12 +28,3 @@ pub fn default_home() -> Result<PathBuf, HomeError> {
             .ok_or(HomeError::NoDataDir),
     }
 }
-
-/// The HuggingFace cache root (`HF_HOME`, else `~/.cache/huggingface`), where `hf:` files go so the
-/// Python tools share them; `hub/` under it holds the repositories.
-pub fn default_hf_home() -> Option<PathBuf> {
-    match std::env::var_os("HF_HOME") {
-        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => dirs::home_dir().map(|h| h.join(".cache").join("huggingface")),
-    }
-}

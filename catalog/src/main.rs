@@ -10,9 +10,7 @@ use artifacts_contract::{
     CatalogId, ImageBase, ModelEntry, ModelFamily, ModelType, TypedConfig, WorkerCapabilities, WorkerKind,
     compat,
 };
-use catalog::ops::{self, AddOptions, OpsError, Sources};
-use catalog::sources::civitai::CivitaiClient;
-use catalog::sources::hf::HfClient;
+use catalog::ops::{self, AddOptions, OpsError, Settings, Sources};
 use catalog::{Catalog, Filter};
 use clap::{Parser, Subcommand};
 
@@ -165,22 +163,10 @@ fn stall_timeout() -> Option<std::time::Duration> {
     }
 }
 
-/// The only place the environment's endpoints and tokens are read.
+/// The only place the environment is read for the sources: each registered source declares the
+/// variables it takes (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME`, `CIVITAI_ENDPOINT`, `CIVITAI_TOKEN`...).
 fn sources_from_env() -> Sources {
-    let stall = stall_timeout();
-    Sources {
-        hf: HfClient::builder()
-            .endpoint(env("HF_ENDPOINT"))
-            .token(env("HF_TOKEN"))
-            .stall_timeout(stall)
-            .build(),
-        civitai: CivitaiClient::builder()
-            .endpoint(env("CIVITAI_ENDPOINT"))
-            .token(env("CIVITAI_TOKEN"))
-            .stall_timeout(stall)
-            .build(),
-        hf_home: catalog::home::default_hf_home().unwrap_or_else(|| PathBuf::from(".cache/huggingface")),
-    }
+    Sources::new(&Settings::read(env).with_stall_timeout(stall_timeout()))
 }
 
 /// A failure: exit 1 with a message, or exit 2 for malformed input.

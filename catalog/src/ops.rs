@@ -13,9 +13,8 @@ use crate::download::{self, DownloadError, Downloader};
 use crate::ingest::IngestError;
 use crate::resolve::entry_root;
 use crate::sources::SourceError;
-use crate::sources::civitai::CivitaiClient;
-use crate::sources::hf::HfClient;
-use crate::sources::registry::{Describe, registry, source_for};
+use crate::sources::registry::Describe;
+pub use crate::sources::registry::{Settings, Sources};
 use crate::store::{Catalog, StoreError};
 
 /// Why a command failed.
@@ -51,27 +50,9 @@ pub enum OpsError {
     },
 }
 
-/// The clients of every source and where downloads go.
-#[derive(Debug, Clone)]
-pub struct Sources {
-    /// The Hub.
-    pub hf: HfClient,
-    /// CivitAI.
-    pub civitai: CivitaiClient,
-    /// `HF_HOME`, where `hf:` files go.
-    pub hf_home: PathBuf,
-}
-
-impl Sources {
-    /// The downloader for a catalog.
-    pub fn downloader(&self, catalog: &Catalog) -> Downloader {
-        Downloader::new(
-            self.hf_home.clone(),
-            catalog.home().to_path_buf(),
-            self.hf.clone(),
-            self.civitai.clone(),
-        )
-    }
+/// A downloader for a catalog: its files go under the catalog home and where each source keeps them.
+pub fn downloader(catalog: &Catalog, sources: &Sources) -> Downloader {
+    Downloader::new(catalog.home().to_path_buf(), sources.clone())
 }
 
 /// The current time, read once per command and passed down (ingestion never reads the clock).
@@ -107,8 +88,7 @@ pub fn describe(sources: &Sources, id: &CatalogId, allow_pickle: bool) -> Result
         allow_pickle,
         now: now(),
     };
-    let registry = registry(&sources.hf, &sources.civitai);
-    let entry = source_for(&registry, id)?.describe(id, &how)?;
+    let entry = sources.for_id(id)?.describe(id, &how)?;
     if !allow_pickle && let Some(file) = entry.pickle_files().next() {
         return Err(SourceError::from(IngestError::Pickle {
             file: file.path.clone(),
@@ -176,7 +156,7 @@ pub fn pull_with_progress(
     if entry.source == ModelSource::Local {
         return verify(catalog, id);
     }
-    let downloader = sources.downloader(catalog);
+    let downloader = downloader(catalog, sources);
     let _lock = downloader.lock(id)?;
     let total = Some(entry.files.iter().filter_map(|f| f.size).sum()).filter(|t: &u64| *t > 0);
     let mut downloaded = 0u64;
@@ -261,7 +241,7 @@ pub fn remove(
 ) -> Result<ModelEntry, OpsError> {
     let entry = get(catalog, id)?;
     if !keep_files && entry.source != ModelSource::Local {
-        let downloader = sources.downloader(catalog);
+        let downloader = downloader(catalog, sources);
         if let Some(folder) = downloader.entry_folder(&entry)? {
             // Files and HF blobs another entry also uses (two quant ids of one repo, shared configs) stay.
             let mut shared = Shared::default();
@@ -327,9 +307,15 @@ fn delete_files(entry: &ModelEntry, folder: &Path, shared: &Shared) -> Result<()
     Ok(())
 }
 
-/// The SHA-256 of a file and what CivitAI knows it as.
+/// The SHA-256 of a file and what the first source that can look files up by hash (CivitAI) knows
+/// it as.
 pub fn identify(sources: &Sources, path: &Path) -> Result<(String, Option<ModelEntry>), OpsError> {
     let sha = download::sha256_file(path)?;
-    let found = sources.civitai.identify(&sha, now())?;
-    Ok((sha, found))
+    let now = now();
+    for source in sources.iter() {
+        if let Some(found) = source.identify(&sha, now) {
+            return Ok((sha, found?));
+        }
+    }
+    Ok((sha, None))
 }

@@ -16,10 +16,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use catalog::ops::Sources;
+use catalog::ops::{Settings, Sources};
 use catalog::serve::{AppState, OPENAPI, ROUTES, router};
-use catalog::sources::civitai::CivitaiClient;
-use catalog::sources::hf::HfClient;
 use serde_json::Value;
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -140,11 +138,12 @@ async fn setup(mib: usize, token: Option<&str>) -> Setup {
     let hub_url = listen(axum::Router::new().fallback(hub_route).with_state(hub.clone())).await;
     let home = tempfile::tempdir().unwrap();
     let hf_home = tempfile::tempdir().unwrap();
-    let sources = Sources {
-        hf: HfClient::builder().endpoint(Some(hub_url.clone())).build(),
-        civitai: CivitaiClient::builder().endpoint(Some(hub_url)).build(),
-        hf_home: hf_home.path().to_path_buf(),
-    };
+    let sources = Sources::new(
+        &Settings::default()
+            .with("HF_ENDPOINT", hub_url.clone())
+            .with("CIVITAI_ENDPOINT", hub_url)
+            .with("HF_HOME", hf_home.path().to_string_lossy()),
+    );
     let ui = tempfile::tempdir().unwrap();
     std::fs::write(ui.path().join("index.html"), "<!doctype html><title>ui</title>").unwrap();
     let state = AppState::new(home.path(), sources, token.map(str::to_string), ui.keep());

@@ -20,7 +20,7 @@ pub fn hf_repo_dir(hf_home: &Path, repo: &str) -> PathBuf {
 }
 
 /// Records `refs/BRANCH` naming the commit a branch pointed at, as huggingface_hub writes it.
-pub(super) fn write_ref(hf_home: &Path, repo: &str, rev: &str, sha: &str) -> Result<(), DownloadError> {
+pub(crate) fn write_ref(hf_home: &Path, repo: &str, rev: &str, sha: &str) -> Result<(), DownloadError> {
     check_name(NameKind::Revision, rev)?;
     check_name(NameKind::CommitSha, sha)?;
     let refs = hf_repo_dir(hf_home, repo).join("refs").join(rev);
@@ -30,7 +30,7 @@ pub(super) fn write_ref(hf_home: &Path, repo: &str, rev: &str, sha: &str) -> Res
 
 /// Fetches one file into `blobs/SHA256` (reusing a blob already there) and links it from the
 /// snapshot folder.
-pub(super) fn fetch_into_hf_cache(
+pub(crate) fn fetch_into_hf_cache(
     hf_home: &Path,
     repo: &str,
     url: &str,

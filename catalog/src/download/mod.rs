@@ -9,20 +9,19 @@
 //! Rooms: [`lock`] (one pull per entry), [`hf_cache`] (the HF cache layout), [`transfer`] (one file
 //! over HTTP, resumed) and [`verify`] (sizes and hashes).
 
-mod hf_cache;
+pub(crate) mod hf_cache;
 mod lock;
-mod transfer;
+pub(crate) mod transfer;
 mod verify;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use artifacts_contract::{ArtifactStatus, CatalogId, ModelEntry, ModelFile, ModelSource};
+use artifacts_contract::{ArtifactStatus, CatalogId, ModelEntry, ModelSource};
 
 use crate::ingest::{NameKind, UnsafeName, check_name};
-use crate::sources::civitai::CivitaiClient;
-use crate::sources::hf::HfClient;
-use crate::sources::http::{HttpClient, HttpError};
+use crate::sources::http::HttpError;
+use crate::sources::registry::{Source, Sources};
 
 pub use hf_cache::hf_repo_dir;
 pub use lock::{DownloadLock, lock_entry};
@@ -89,86 +88,43 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
-/// Where files go, and the clients that fetch them.
+/// Where files go, and the sources that fetch them.
 #[derive(Debug, Clone)]
 pub struct Downloader {
-    hf_home: PathBuf,
     catalog_home: PathBuf,
-    hf: HfClient,
-    civitai: CivitaiClient,
+    sources: Sources,
     progress: bool,
 }
 
 impl Downloader {
-    /// A downloader writing `hf:` files under `hf_home` and others under `catalog_home`; progress bars
-    /// are drawn only when stderr is a terminal.
-    pub fn new(hf_home: PathBuf, catalog_home: PathBuf, hf: HfClient, civitai: CivitaiClient) -> Self {
+    /// A downloader writing under `catalog_home` (and where each source keeps its files: `hf:` in the
+    /// HF cache); progress bars are drawn only when stderr is a terminal.
+    pub fn new(catalog_home: PathBuf, sources: Sources) -> Self {
         Downloader {
-            hf_home,
             catalog_home,
-            hf,
-            civitai,
+            sources,
             progress: std::io::stderr().is_terminal(),
         }
+    }
+
+    fn source_of(&self, entry: &ModelEntry) -> Result<&dyn Source, DownloadError> {
+        self.sources
+            .for_id(&entry.id)
+            .map_err(|_| DownloadError::NoSource(entry.id.to_string()))
     }
 
     /// The folder an entry's files live in once downloaded (`None` for local entries: they stay put).
     /// The revision or version id that names it is checked first: it may come from the network.
     pub fn entry_folder(&self, entry: &ModelEntry) -> Result<Option<PathBuf>, DownloadError> {
-        Ok(match (&entry.id, entry.source) {
-            (CatalogId::HuggingFace { repo, revision, .. }, _) => {
-                let rev = match entry.revision.as_deref() {
-                    Some(sha) => {
-                        check_name(NameKind::CommitSha, sha)?;
-                        sha
-                    }
-                    None => revision.as_deref().unwrap_or("main"),
-                };
-                check_name(NameKind::Revision, rev)?;
-                Some(hf_repo_dir(&self.hf_home, repo).join("snapshots").join(rev))
-            }
-            (CatalogId::CivitAi { model, .. }, _) => {
-                let version = entry.revision.as_deref().unwrap_or("latest");
-                check_name(NameKind::VersionId, version)?;
-                Some(
-                    self.catalog_home
-                        .join("files")
-                        .join("civitai")
-                        .join(model.to_string())
-                        .join(version),
-                )
-            }
-            (_, ModelSource::Local) | (CatalogId::File { .. }, _) => None,
-        })
+        if entry.source == ModelSource::Local {
+            return Ok(None);
+        }
+        self.source_of(entry)?.entry_folder(entry, &self.catalog_home)
     }
 
     /// Takes the download lock of an entry (in the catalog home's `locks/`).
     pub fn lock(&self, id: &CatalogId) -> Result<DownloadLock, DownloadError> {
         lock_entry(&self.catalog_home.join("locks"), id)
-    }
-
-    fn client_for(&self, entry: &ModelEntry) -> &HttpClient {
-        match entry.source {
-            ModelSource::CivitAi => self.civitai.http(),
-            _ => self.hf.http(),
-        }
-    }
-
-    fn url_of(&self, entry: &ModelEntry, file: &ModelFile) -> Result<String, DownloadError> {
-        if let Some(url) = &file.url {
-            return Ok(url.clone());
-        }
-        match &entry.id {
-            CatalogId::HuggingFace { repo, revision, .. } => {
-                let rev = entry
-                    .revision
-                    .as_deref()
-                    .or(revision.as_deref())
-                    .unwrap_or("main");
-                Ok(self.hf.file_url(repo, rev, &file.path))
-            }
-            other => Err(DownloadError::NoSource(other.to_string())),
-        }
     }
 
     /// Downloads every missing file of an entry into its folder, verifying each; `on_progress` gets the
@@ -178,15 +134,10 @@ impl Downloader {
         entry: &ModelEntry,
         on_progress: &mut dyn FnMut(u64),
     ) -> Result<PathBuf, DownloadError> {
+        let source = self.source_of(entry)?;
         let folder = self
             .entry_folder(entry)?
             .ok_or_else(|| DownloadError::NoSource(entry.id.to_string()))?;
-        if let CatalogId::HuggingFace {
-            revision: Some(rev), ..
-        } = &entry.id
-        {
-            check_name(NameKind::Revision, rev)?;
-        }
         for f in &entry.files {
             check_name(NameKind::FilePath, &f.path)?;
         }
@@ -194,38 +145,14 @@ impl Downloader {
         let bar = self.progress_bar(total, &entry.id.to_string());
         let mut done_before = 0u64;
         for f in &entry.files {
-            let url = self.url_of(entry, f)?;
-            let target = folder.join(&f.path);
             let mut report = |n: u64| {
                 bar.set_position(done_before + n);
                 on_progress(done_before + n);
             };
-            match &entry.id {
-                CatalogId::HuggingFace { repo, .. } => hf_cache::fetch_into_hf_cache(
-                    &self.hf_home,
-                    repo,
-                    &url,
-                    f,
-                    &target,
-                    self.client_for(entry),
-                    &mut report,
-                )?,
-                _ => transfer::fetch_verified(self.client_for(entry), &url, f, &target, &mut report)?,
-            }
+            source.fetch_file(entry, f, &folder.join(&f.path), &mut report)?;
             done_before += f.size.unwrap_or(0);
         }
-        if let (
-            CatalogId::HuggingFace {
-                repo,
-                revision: Some(rev),
-                ..
-            },
-            Some(sha),
-        ) = (&entry.id, &entry.revision)
-            && rev != sha
-        {
-            hf_cache::write_ref(&self.hf_home, repo, rev, sha)?;
-        }
+        source.finish(entry)?;
         bar.finish_and_clear();
         Ok(folder)
     }

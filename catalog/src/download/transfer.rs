@@ -14,7 +14,7 @@ use crate::sources::http::{HttpClient, HttpError};
 
 /// Downloads `url` to `target` through `target.partial`, resuming a partial file with a Range request,
 /// and renames it into place only when the size and hash match.
-pub(super) fn fetch_verified(
+pub(crate) fn fetch_verified(
     http: &HttpClient,
     url: &str,
     file: &ModelFile,

@@ -192,15 +192,21 @@ pub struct SearchQuery {
     limit: Option<u32>,
 }
 
-/// A source's search, as the sources' clients answer it.
-type SearchFn = fn(&ops::Sources, &str, u32) -> Result<Vec<ModelEntry>, SourceError>;
-
-async fn search(state: AppState, q: SearchQuery, run: SearchFn) -> Result<Json<Vec<ModelEntry>>, ApiError> {
+/// A registered source's search.
+async fn search(
+    state: AppState,
+    q: SearchQuery,
+    scheme: &'static str,
+) -> Result<Json<Vec<ModelEntry>>, ApiError> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     blocking(move || {
-        Ok(Json(
-            run(&state.inner.sources, &q.q, limit).map_err(ops::OpsError::from)?,
-        ))
+        let found = state
+            .inner
+            .sources
+            .get(scheme)
+            .and_then(|source| source.search(&q.q, limit, ops::now()))
+            .unwrap_or_else(|| Err(SourceError::Unsupported(format!("{scheme}: search"))));
+        Ok(Json(found.map_err(ops::OpsError::from)?))
     })
     .await
 }
@@ -210,7 +216,7 @@ pub async fn search_hf(
     State(state): State<AppState>,
     Query(q): Query<SearchQuery>,
 ) -> Result<Json<Vec<ModelEntry>>, ApiError> {
-    search(state, q, |s, text, limit| s.hf.search(text, limit, ops::now())).await
+    search(state, q, "hf").await
 }
 
 /// `GET /api/search/civitai?q=`: CivitAI's search.
@@ -218,10 +224,7 @@ pub async fn search_civitai(
     State(state): State<AppState>,
     Query(q): Query<SearchQuery>,
 ) -> Result<Json<Vec<ModelEntry>>, ApiError> {
-    search(state, q, |s, text, limit| {
-        s.civitai.search(text, limit, ops::now())
-    })
-    .await
+    search(state, q, "civitai").await
 }
 
 /// `GET /api/remote?id=`: what a source says about an id, without storing it (the Discover page's
@@ -250,7 +253,17 @@ pub async fn civitai_versions(
     Query(q): Query<ModelQuery>,
 ) -> Result<Json<Vec<ModelEntry>>, ApiError> {
     blocking(move || {
-        let found = state.inner.sources.civitai.fetch_versions(q.model, ops::now());
+        let id = CatalogId::CivitAi {
+            model: q.model,
+            version: None,
+        };
+        let found = state
+            .inner
+            .sources
+            .for_id(&id)
+            .map_err(ops::OpsError::from)?
+            .versions(&id, ops::now())
+            .unwrap_or_else(|| Err(SourceError::Unsupported(format!("{id}: versions"))));
         Ok(Json(found.map_err(ops::OpsError::from)?))
     })
     .await

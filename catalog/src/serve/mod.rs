@@ -215,6 +215,7 @@ impl<E: Into<OpsError>> From<E> for ApiError {
             OpsError::Id(_) => StatusCode::BAD_REQUEST,
             OpsError::Unknown { .. } | OpsError::Source(SourceError::NotFound(_)) => StatusCode::NOT_FOUND,
             OpsError::Source(SourceError::Ingest(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            OpsError::Source(SourceError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             OpsError::Source(_) | OpsError::Download(_) => StatusCode::BAD_GATEWAY,
             OpsError::Store(_) | OpsError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };

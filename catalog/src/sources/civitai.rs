@@ -1,12 +1,18 @@
 //! The CivitAI client: models, versions and lookups by hash, fed to [`crate::ingest::civitai`].
 //! Configured by a builder with the endpoint and token.
 
-use artifacts_contract::{CatalogId, ModelEntry};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use artifacts_contract::{CatalogId, ModelEntry, ModelFile};
 use chrono::{DateTime, Utc};
 
 use super::http::{HttpClient, HttpError};
+use super::registry::{Describe, Registration, Settings, Source};
 use super::{ClientBuilder, SourceClient, SourceError};
+use crate::download::{DownloadError, transfer};
 use crate::ingest::civitai as ingest_civitai;
+use crate::ingest::{NameKind, check_name};
 
 /// A client of one CivitAI.
 #[derive(Debug, Clone)]
@@ -127,5 +133,85 @@ impl CivitaiClient {
             .http
             .get_json(&ingest_civitai::search_url(&self.endpoint, text, limit))?;
         Ok(ingest_civitai::parse_models_list(&bytes, now)?)
+    }
+}
+
+/// `civitai:` ids, registered in [`super::registry::REGISTRY`]: `CIVITAI_ENDPOINT` and `CIVITAI_TOKEN`
+/// configure the client; files go under the catalog home.
+pub const REGISTRATION: Registration = Registration {
+    scheme: "civitai",
+    env: &["CIVITAI_ENDPOINT", "CIVITAI_TOKEN"],
+    build: |settings: &Settings| {
+        Arc::new(
+            CivitaiClient::builder()
+                .endpoint(settings.var("CIVITAI_ENDPOINT"))
+                .token(settings.var("CIVITAI_TOKEN"))
+                .stall_timeout(settings.stall_timeout())
+                .build(),
+        )
+    },
+};
+
+impl Source for CivitaiClient {
+    fn scheme(&self) -> &'static str {
+        "civitai"
+    }
+
+    fn describe(&self, id: &CatalogId, how: &Describe) -> Result<ModelEntry, SourceError> {
+        self.fetch_entry(id, how.allow_pickle, how.now)
+    }
+
+    fn search(
+        &self,
+        text: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Option<Result<Vec<ModelEntry>, SourceError>> {
+        Some(CivitaiClient::search(self, text, limit, now))
+    }
+
+    fn versions(&self, id: &CatalogId, now: DateTime<Utc>) -> Option<Result<Vec<ModelEntry>, SourceError>> {
+        match id {
+            CatalogId::CivitAi { model, .. } => Some(self.fetch_versions(*model, now)),
+            other => Some(Err(SourceError::WrongSource(other.to_string()))),
+        }
+    }
+
+    fn identify(&self, sha256: &str, now: DateTime<Utc>) -> Option<Result<Option<ModelEntry>, SourceError>> {
+        Some(CivitaiClient::identify(self, sha256, now))
+    }
+
+    /// `CATALOG_HOME/files/civitai/MODEL/VERSION` (the version id checked: it came from the network).
+    fn entry_folder(
+        &self,
+        entry: &ModelEntry,
+        catalog_home: &Path,
+    ) -> Result<Option<PathBuf>, DownloadError> {
+        let CatalogId::CivitAi { model, .. } = &entry.id else {
+            return Err(DownloadError::NoSource(entry.id.to_string()));
+        };
+        let version = entry.revision.as_deref().unwrap_or("latest");
+        check_name(NameKind::VersionId, version)?;
+        Ok(Some(
+            catalog_home
+                .join("files")
+                .join("civitai")
+                .join(model.to_string())
+                .join(version),
+        ))
+    }
+
+    fn fetch_file(
+        &self,
+        entry: &ModelEntry,
+        file: &ModelFile,
+        target: &Path,
+        report: &mut dyn FnMut(u64),
+    ) -> Result<(), DownloadError> {
+        let url = file
+            .url
+            .as_deref()
+            .ok_or_else(|| DownloadError::NoSource(entry.id.to_string()))?;
+        transfer::fetch_verified(&self.http, url, file, target, report)
     }
 }

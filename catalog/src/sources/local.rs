@@ -3,11 +3,14 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use artifacts_contract::{CatalogId, ModelEntry};
 use chrono::{DateTime, Utc};
 
 use super::SourceError;
+use super::registry::{Describe, Registration, Source};
+use crate::download::DownloadError;
 use crate::ingest::gguf::{self, GgufHeader};
 use crate::ingest::hf_files::FetchedFiles;
 use crate::ingest::local::{self as ingest_local, LocalFile};
@@ -187,5 +190,38 @@ fn describe_path(path: &Path, now: DateTime<Utc>) -> Result<ModelEntry, SourceEr
             "only .gguf and .safetensors files, diffusers folders and HF-style folders are catalogued".into(),
         )
         .into())
+    }
+}
+
+/// `file:` ids, registered in [`super::registry::REGISTRY`]: files and folders on this machine, which
+/// stay where they are.
+pub const REGISTRATION: Registration = Registration {
+    scheme: "file",
+    env: &[],
+    build: |_| Arc::new(LocalFiles),
+};
+
+/// Files and folders on this machine (`file:` ids).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalFiles;
+
+impl Source for LocalFiles {
+    fn scheme(&self) -> &'static str {
+        "file"
+    }
+
+    fn describe(&self, id: &CatalogId, how: &Describe) -> Result<ModelEntry, SourceError> {
+        match id {
+            CatalogId::File { path } => entry_from_path(Path::new(path), how.now),
+            other => Err(SourceError::WrongSource(other.to_string())),
+        }
+    }
+
+    fn entry_folder(
+        &self,
+        _entry: &ModelEntry,
+        _catalog_home: &Path,
+    ) -> Result<Option<PathBuf>, DownloadError> {
+        Ok(None)
     }
 }

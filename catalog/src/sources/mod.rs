@@ -36,6 +36,9 @@ pub enum SourceError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The source cannot do what was asked (search, versions...).
+    #[error("not supported by this source: {0}")]
+    Unsupported(String),
     /// A client got another source's id.
     #[error("{0} does not belong to this source")]
     WrongSource(String),
