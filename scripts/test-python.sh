@@ -6,18 +6,6 @@
 set -euo pipefail
 
 VENV="${OMC_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/open-model-catalog/venv-test}"
-PY="$VENV/bin/python"
 PACKAGES=(openai==3.54.0 prometheus_client==0.26.0)
 
-if [ -x "$PY" ] && "$PY" - "${PACKAGES[@]}" <<'CHECK' 2>/dev/null; then
-import sys
-from importlib.metadata import version
-sys.exit(any(version(name) != wanted for name, wanted in (p.split("==") for p in sys.argv[1:])))
-CHECK
-  echo "$PY"
-  exit 0
-fi
-
-python3 -m venv "$VENV" >&2
-"$PY" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}" >&2
-echo "$PY"
+exec bash "$(dirname "$0")/lib/pinned-venv.sh" "$VENV" "${PACKAGES[@]}"

@@ -9,20 +9,7 @@
 set -euo pipefail
 
 VENV="${OMC_REF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/open-model-catalog/venv-ref}"
-PY="$VENV/bin/python"
 PACKAGES=(torch==2.15.0 diffusers==0.42.1 transformers==5.23.0 tokenizers==0.23.3 safetensors accelerate
   peft gguf numpy llama-cpp-python==0.3.36)
 
-if [ -x "$PY" ] && "$PY" - "${PACKAGES[@]}" <<'CHECK' 2>/dev/null; then
-import sys
-from importlib.metadata import version
-pinned = [p.split("==") for p in sys.argv[1:] if "==" in p]
-sys.exit(any(version(name) != wanted for name, wanted in pinned))
-CHECK
-  echo "$PY"
-  exit 0
-fi
-
-python3 -m venv "$VENV" >&2
-"$PY" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}" >&2
-echo "$PY"
+exec bash "$(dirname "$0")/../lib/pinned-venv.sh" "$VENV" "${PACKAGES[@]}"
