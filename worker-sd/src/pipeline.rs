@@ -133,6 +133,11 @@ pub trait ImagePipeline: Send + Sync {
     /// A small, cheap picture of latents mid-generation (one pixel per latent).
     fn preview(&self, latents: &Tensor) -> Result<RgbImage>;
 
+    /// Whether prompts may name textual-inversion embeddings (CLIP text encoders).
+    fn takes_embeddings(&self) -> bool {
+        false
+    }
+
     /// Merges `loras` (kept for the requests that use the same set) and says what each applied; bases
     /// that take no LoRAs refuse them.
     fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
@@ -190,6 +195,32 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn Image
     (spec.load)(source, &options)
 }
 
+/// The embeddings the request's prompts name; `embedding:NAME` on a base without them is refused.
+fn embeddings_of(
+    pipeline: &dyn ImagePipeline,
+    request: &ValidRequest,
+) -> Result<Vec<crate::embeddings::ActiveEmbedding>> {
+    let info = pipeline.info();
+    let prompts = [request.prompt.as_str(), request.negative_prompt.as_str()];
+    if pipeline.takes_embeddings() {
+        return info.loras.embeddings_in(&prompts, info.base);
+    }
+    match prompts
+        .iter()
+        .flat_map(|p| crate::embeddings::candidates(p))
+        .find(|w| crate::embeddings::explicit(w).is_some())
+    {
+        Some(word) => Err(SdError::invalid(
+            "embeddings",
+            format!(
+                "{word}: {} models do not take textual-inversion embeddings",
+                info.base
+            ),
+        )),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// A finished image with what made it.
 pub struct GeneratedImage {
     /// The picture.
@@ -236,6 +267,7 @@ pub fn generate(
             weight: spec.weight,
         });
     }
+    request.embeddings = embeddings_of(pipeline, &request)?;
     let reports = pipeline.prepare_loras(&request.loras)?;
     for warning in reports.iter().filter_map(LoraReport::warning) {
         tracing::warn!("{warning}");

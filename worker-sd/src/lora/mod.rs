@@ -8,6 +8,7 @@
 
 mod formats;
 mod library;
+mod merged;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Result, SdError};
 pub use library::{Library, addnet_hash, file_sha256};
+pub use merged::{Merged, cast};
 
 /// A LoRA asked for by a request: a catalog id, a LoRA entry's name or a path, and its multiplier.
 #[derive(Debug, Clone, PartialEq)]

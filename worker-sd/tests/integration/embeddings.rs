@@ -1,0 +1,150 @@
+//! Textual-inversion embeddings on the tiny SD 1.5 pipeline against diffusers' `load_textual_inversion`:
+//! an `emb_params` file named in the prompt and a `string_to_param.*` file as the negative prompt,
+//! recorded by `scripts/reference/sd_embeddings.py` in `tests/fixtures/sd/embeddings/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use artifacts_contract::ImageBase;
+use candle_core::{Device, Tensor};
+use worker_sd::lora::Library;
+use worker_sd::pipeline::{ImagePipeline, LoadOptions};
+use worker_sd::request::GenerationRequest;
+use worker_sd::sd::{Parts, SdPipeline};
+
+use crate::common::assert_close;
+
+/// Text encodings (activations of order 1).
+const TOL: f32 = 1e-4;
+/// Whole generations, as in `tiny_sd15.rs`.
+const GEN_TOL: f32 = 2e-3;
+
+fn dir() -> PathBuf {
+    crate::common::dir().join("../embeddings")
+}
+
+fn reference() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir().join("reference.safetensors"), &Device::Cpu).unwrap()
+}
+
+/// The tiny pipeline with `folder` as its embeddings folder.
+fn pipeline(folder: PathBuf) -> SdPipeline {
+    let options = LoadOptions {
+        loras: Library::new(None).with_embeddings_dir(Some(folder)),
+        ..LoadOptions::cpu("tiny-sd15")
+    };
+    SdPipeline::new(
+        Parts::from_diffusers(&crate::common::dir(), &Device::Cpu).unwrap(),
+        &options,
+    )
+    .unwrap()
+}
+
+fn request(prompt: &str, negative: &str) -> GenerationRequest {
+    GenerationRequest {
+        prompt: prompt.into(),
+        negative_prompt: negative.into(),
+        seed: Some(0),
+        steps: Some(4),
+        cfg_scale: Some(7.5),
+        width: Some(64),
+        height: Some(64),
+        rng: Some("torch-cpu".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn embeddings_in_the_prompt_and_negative_prompt_match_diffusers() {
+    let (r, p) = (reference(), pipeline(dir()));
+    let library = Library::new(None).with_embeddings_dir(Some(dir()));
+    let found = library
+        .embeddings_in(&["a mystyle red cat", "easyneg"], ImageBase::Sd1)
+        .unwrap();
+    let mut words: Vec<_> = found.iter().map(|e| e.word.as_str()).collect();
+    words.sort();
+    assert_eq!(words, ["easyneg", "mystyle"]);
+    let cond = p.encode_prompt("a mystyle red cat", &found, 1).unwrap();
+    assert_close("prompt with mystyle", &cond, &r["sd15_cond"], TOL);
+    let uncond = p.encode_prompt("easyneg", &found, 1).unwrap();
+    assert_close("negative prompt easyneg", &uncond, &r["sd15_uncond"], TOL);
+
+    let images =
+        worker_sd::pipeline::generate(&p, request("a mystyle red cat", "easyneg"), None, &mut |_, _| {
+            Ok(())
+        })
+        .unwrap();
+    let expected = worker_sd::output::to_image(&r["sd15_image"]).unwrap();
+    let worst = images[0]
+        .image
+        .as_raw()
+        .iter()
+        .zip(expected.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "8-bit image differs by {worst} levels");
+    // The tensor itself, through the same request.
+    let mut valid = request("a mystyle red cat", "easyneg")
+        .validate(&p.info().defaults, 2)
+        .unwrap();
+    valid.embeddings = found;
+    let mut noise = worker_sd::noise::Noise::new(worker_sd::rng::RngKind::TorchCpu, 0);
+    let image = p.generate_one(&valid, 0, &mut noise, &mut |_| Ok(())).unwrap();
+    assert_close("image", &image.unsqueeze(0).unwrap(), &r["sd15_image"], GEN_TOL);
+
+    let params = &images[0].parameters;
+    let hash = worker_sd::lora::file_sha256(&dir().join("mystyle.safetensors")).unwrap();
+    assert!(params.contains("TI hashes: \""), "{params}");
+    assert!(params.contains(&format!("mystyle: {}", &hash[..12])), "{params}");
+}
+
+#[test]
+fn a_prompt_without_embeddings_is_encoded_as_before_and_unknown_words_pass() {
+    let p = pipeline(dir());
+    let plain = crate::common::pipeline();
+    let library = Library::new(None).with_embeddings_dir(Some(dir()));
+    let found = library
+        .embeddings_in(&["a red cat, mystylex"], ImageBase::Sd1)
+        .unwrap();
+    assert!(found.is_empty());
+    let a = p.encode_prompt("a red cat", &[], 1).unwrap();
+    let b = plain.encode_prompt("a red cat", &found, 1).unwrap();
+    assert_eq!(crate::common::max_diff(&a, &b), 0.0);
+}
+
+#[test]
+fn explicit_names_must_resolve_and_pickles_and_wrong_bases_are_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("bad.pt"), b"not read").unwrap();
+    let wide = HashMap::from([(
+        "emb_params".to_string(),
+        Tensor::zeros((2, 768), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    )]);
+    candle_core::safetensors::save(&wide, folder.path().join("sd15wide.safetensors")).unwrap();
+    let p = pipeline(folder.path().to_path_buf());
+    let err = |prompt: &str, negative: &str| {
+        worker_sd::pipeline::generate(&p, request(prompt, negative), None, &mut |_, _| Ok(()))
+            .err()
+            .expect("refused")
+    };
+    let e = err("a cat embedding:nothing", "");
+    assert!(
+        e.is_bad_request() && e.to_string().contains("no embedding nothing"),
+        "{e}"
+    );
+    let e = err("a cat", "bad");
+    assert!(e.to_string().contains("pickle"), "{e}");
+    // A 768-wide embedding is SD 1.x's: the tiny 16-wide encoder refuses it by shape.
+    let e = err("a sd15wide cat", "");
+    assert!(
+        e.is_bad_request() && e.to_string().contains("[2, 768]") && e.to_string().contains("16 wide"),
+        "{e}"
+    );
+    let library = Library::new(None).with_embeddings_dir(Some(dir()));
+    let e = library.embeddings_in(&["xlstyle"], ImageBase::Sd1).unwrap_err();
+    assert!(
+        e.to_string().contains("sdxl") && e.to_string().contains("sd1"),
+        "{e}"
+    );
+}
