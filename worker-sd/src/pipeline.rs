@@ -138,6 +138,12 @@ pub trait ImagePipeline: Send + Sync {
         false
     }
 
+    /// What [`ImagePipeline::prepare_loras`] would report or refuse, from names and shapes alone (no
+    /// merge): how a server refuses a bad LoRA before the request queues.
+    fn check_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        self.prepare_loras(loras)
+    }
+
     /// Merges `loras` (kept for the requests that use the same set) and says what each applied; bases
     /// that take no LoRAs refuse them.
     fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
@@ -237,15 +243,11 @@ pub struct GeneratedImage {
 /// [`SdError::Cancelled`]) stops the generation.
 pub type StepFn<'a> = dyn FnMut(&Progress<'_>, Option<RgbImage>) -> Result<()> + 'a;
 
-/// Validates `request` and makes its images, one seed each (`seed + i`); `preview_every` (steps) asks
-/// for previews.
-pub fn generate(
-    pipeline: &dyn ImagePipeline,
-    request: GenerationRequest,
-    preview_every: Option<u32>,
-    on_step: &mut StepFn<'_>,
-) -> Result<Vec<GeneratedImage>> {
-    let info = pipeline.info().clone();
+/// Checks `request` against `pipeline` without generating: fields validated, its LoRAs (the `loras`
+/// field and the prompt's `<lora:...>` tags) resolved and checked by name and shape, the embeddings its
+/// prompts name found. Every error here is the caller's.
+pub fn prepare(pipeline: &dyn ImagePipeline, request: GenerationRequest) -> Result<ValidRequest> {
+    let info = pipeline.info();
     let mut request = request;
     let (prompt, tagged) = crate::lora::extract_tags(&request.prompt)?;
     request.prompt = prompt;
@@ -267,7 +269,21 @@ pub fn generate(
             weight: spec.weight,
         });
     }
+    pipeline.check_loras(&request.loras)?;
     request.embeddings = embeddings_of(pipeline, &request)?;
+    Ok(request)
+}
+
+/// Validates `request` and makes its images, one seed each (`seed + i`); `preview_every` (steps) asks
+/// for previews.
+pub fn generate(
+    pipeline: &dyn ImagePipeline,
+    request: GenerationRequest,
+    preview_every: Option<u32>,
+    on_step: &mut StepFn<'_>,
+) -> Result<Vec<GeneratedImage>> {
+    let info = pipeline.info().clone();
+    let request = prepare(pipeline, request)?;
     let reports = pipeline.prepare_loras(&request.loras)?;
     for warning in reports.iter().filter_map(LoraReport::warning) {
         tracing::warn!("{warning}");

@@ -53,6 +53,12 @@ impl<M> Merged<M> {
     }
 }
 
+/// No module aliases (every component but SDXL's UNet).
+pub fn no_aliases() -> &'static HashMap<String, String> {
+    static NONE: std::sync::OnceLock<HashMap<String, String>> = std::sync::OnceLock::new();
+    NONE.get_or_init(HashMap::new)
+}
+
 /// A component's tensors moved to `device` in `dtype`, as a pipeline keeps them: the models are built
 /// from these same tensors, so keeping them for LoRAs costs no second copy.
 pub fn cast(map: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<TensorMap> {

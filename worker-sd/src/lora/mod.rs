@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Result, SdError};
 pub use library::{Library, addnet_hash, file_sha256};
-pub use merged::{Merged, cast};
+pub use merged::{Merged, cast, no_aliases};
 
 /// A LoRA asked for by a request: a catalog id, a LoRA entry's name or a path, and its multiplier.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +277,39 @@ pub fn set_key(loras: &[ActiveLora]) -> String {
         .join("|")
 }
 
+/// What [`patch`] would report for `loras`, with every placed module's shapes checked against its weight
+/// and the same errors, without computing anything: how a request is refused before it queues.
+pub fn check(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+    let indexes = indexes(targets);
+    loras
+        .iter()
+        .map(|lora| {
+            let (placed, report) = place(targets, &indexes, lora);
+            refuse_unplaced(&report)?;
+            let grouped = formats::group(&lora.file.tensors);
+            for (module, i, key) in placed {
+                grouped.modules[&module].check(&module, targets[i].tensors[&key].dims())?;
+            }
+            Ok(report)
+        })
+        .collect()
+}
+
+/// An adapter that places none of its tensors is an error naming its first keys.
+fn refuse_unplaced(report: &LoraReport) -> Result<()> {
+    if report.applied > 0 {
+        return Ok(());
+    }
+    Err(SdError::invalid(
+        "loras",
+        format!(
+            "LoRA {} matches nothing in this model; first keys it could not place: {}",
+            report.name,
+            report.unplaced.join(", ")
+        ),
+    ))
+}
+
 /// Merges `loras` into copies of `targets`' tensor maps: one map per target (shared tensors except the
 /// adapted ones) and one report per adapter. An adapter that places none of its tensors is an error.
 pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<TensorMap>, Vec<LoraReport>)> {
@@ -285,16 +318,7 @@ pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<Tensor
     let mut reports = Vec::with_capacity(loras.len());
     for lora in loras {
         let (placed, report) = place(targets, &indexes, lora);
-        if report.applied == 0 {
-            return Err(SdError::invalid(
-                "loras",
-                format!(
-                    "LoRA {} matches nothing in this model; first keys it could not place: {}",
-                    report.name,
-                    report.unplaced.join(", ")
-                ),
-            ));
-        }
+        refuse_unplaced(&report)?;
         let grouped = formats::group(&lora.file.tensors);
         for (module, i, key) in placed {
             let base = &maps[i][&key];

@@ -188,22 +188,27 @@ impl SdPipeline {
     /// The models with `loras` merged in: the plain ones when there are none, else built from copies of
     /// the adapted tensors (the last set is kept, so a run of requests with the same LoRAs merges once).
     pub fn models_for(&self, loras: &[ActiveLora]) -> Result<(Arc<SdModels>, Vec<LoraReport>)> {
-        let no_aliases = HashMap::new();
-        let targets = [
+        self.adapted
+            .models_for(&self.models, &self.lora_targets(), loras, |maps| {
+                build_models(&self.base_weights, &maps[0], &maps[1], self.dtype, &self.device)
+            })
+    }
+
+    /// The text encoder and the UNet, as LoRAs see them.
+    fn lora_targets(&self) -> [Target<'_>; 2] {
+        let none = crate::lora::no_aliases();
+        [
             Target {
                 component: Component::Text(0),
                 tensors: &self.base_weights.text.1,
-                aliases: &no_aliases,
+                aliases: none,
             },
             Target {
                 component: Component::Denoiser,
                 tensors: &self.base_weights.unet.1,
-                aliases: &no_aliases,
+                aliases: none,
             },
-        ];
-        self.adapted.models_for(&self.models, &targets, loras, |maps| {
-            build_models(&self.base_weights, &maps[0], &maps[1], self.dtype, &self.device)
-        })
+        ]
     }
 
     /// The plain text encoder's conditioning of a prompt whose words may name `embeddings` (clip skip
@@ -241,6 +246,10 @@ impl ImagePipeline for SdPipeline {
 
     fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
         Ok(self.models_for(loras)?.1)
+    }
+
+    fn check_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        crate::lora::check(&self.lora_targets(), loras)
     }
 
     fn generate_one(

@@ -107,32 +107,37 @@ impl SdxlBase {
         })
     }
 
-    /// The models with `loras` merged (`plain` when there are none), and what each applied.
-    pub(super) fn models_for(
-        &self,
-        plain: &Arc<SdxlModels>,
-        loras: &[ActiveLora],
-    ) -> crate::Result<(Arc<SdxlModels>, Vec<LoraReport>)> {
-        let none = HashMap::new();
-        let targets = [
+    /// Both text encoders and the UNet (with its original module names), as LoRAs see them.
+    pub(super) fn lora_targets(&self) -> [Target<'_>; 3] {
+        let none = crate::lora::no_aliases();
+        [
             Target {
                 component: Component::Text(0),
                 tensors: &self.text[0].1,
-                aliases: &none,
+                aliases: none,
             },
             Target {
                 component: Component::Text(1),
                 tensors: &self.text[1].1,
-                aliases: &none,
+                aliases: none,
             },
             Target {
                 component: Component::Denoiser,
                 tensors: &self.unet.1,
                 aliases: &self.ldm_names,
             },
-        ];
-        self.adapted.models_for(plain, &targets, loras, |maps| {
-            self.build([&maps[0], &maps[1]], &maps[2])
-        })
+        ]
+    }
+
+    /// The models with `loras` merged (`plain` when there are none), and what each applied.
+    pub(super) fn models_for(
+        &self,
+        plain: &Arc<SdxlModels>,
+        loras: &[ActiveLora],
+    ) -> crate::Result<(Arc<SdxlModels>, Vec<LoraReport>)> {
+        self.adapted
+            .models_for(plain, &self.lora_targets(), loras, |maps| {
+                self.build([&maps[0], &maps[1]], &maps[2])
+            })
     }
 }

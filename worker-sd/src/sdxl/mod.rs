@@ -289,6 +289,10 @@ impl ImagePipeline for SdxlPipeline {
         Ok(self.models_for(loras)?.1)
     }
 
+    fn check_loras(&self, loras: &[ActiveLora]) -> crate::Result<Vec<LoraReport>> {
+        crate::lora::check(&self.base.lora_targets(), loras)
+    }
+
     fn takes_embeddings(&self) -> bool {
         true
     }

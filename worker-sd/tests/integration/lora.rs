@@ -225,3 +225,74 @@ fn an_sdxl_lora_is_refused_on_sd15_and_pickles_are_refused() {
         .to_string();
     assert!(err.contains("pickle"), "{err}");
 }
+
+/// A LoRA whose `lora_down` has rank 8 but whose `lora_up` has rank 4, on a 32x32 projection.
+pub fn misshapen() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+    let f32 = candle_core::DType::F32;
+    let tensors = HashMap::from([
+        (
+            format!("{module}.lora_down.weight"),
+            Tensor::ones((8, 32), f32, &Device::Cpu).unwrap(),
+        ),
+        (
+            format!("{module}.lora_up.weight"),
+            Tensor::ones((32, 4), f32, &Device::Cpu).unwrap(),
+        ),
+    ]);
+    let path = dir.path().join("misshapen.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    (dir, path.display().to_string())
+}
+
+#[test]
+fn a_lora_of_the_wrong_shape_is_a_client_error_naming_the_key_and_shapes() {
+    let p = pipeline();
+    let (_dir, path) = misshapen();
+    let err = worker_sd::pipeline::generate(&p, bare(&format!("<lora:{path}:1>")), None, &mut |_, _| Ok(()))
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(err.is_bad_request(), "{text}");
+    for part in ["attn1_to_q", "down [8, 32]", "up [32, 4]", "[32, 32]"] {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
+    // Checked before anything runs, from the shapes alone.
+    let mut req = bare("a red cat");
+    req.loras = vec![worker_sd::lora::LoraSpec {
+        model: path.clone(),
+        weight: 1.0,
+    }];
+    let err = worker_sd::pipeline::prepare(&p, req).unwrap_err();
+    assert!(
+        err.is_bad_request() && err.to_string().contains("attn1_to_q"),
+        "{err}"
+    );
+    // The command line says the same and exits with an error, without a panic or a backtrace.
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_worker-sd"))
+        .args(["generate", "--model-path"])
+        .arg(crate::common::dir())
+        .args([
+            "--prompt",
+            "a red cat",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "1",
+        ])
+        .args(["--lora", &path, "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid loras") && stderr.contains("down [8, 32]"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line, no backtrace: {stderr}");
+}
