@@ -8,15 +8,17 @@
 //! same for a flow model, as ComfyUI and Forge call it).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use artifacts_contract::{Distillation, ImageBase, ImageConfig, ImageVariant};
 use candle_core::{DType, Device, Tensor};
 use image::{GrayImage, RgbImage};
 
-use super::FluxError;
 use super::pipeline::{Denoise, FluxPipeline, Init, pack, unpack};
 use super::tokenizer::T5Tokenizer;
+use super::{FluxError, FluxTransformer};
 use crate::error::{Result, SdError};
+use crate::lora::{ActiveLora, Component, LoraReport, Merged, Target};
 use crate::noise::Noise;
 use crate::pipeline::{
     BaseSpec, ImagePipeline, LoadOptions, ModelSource, PipelineInfo, Progress, ProgressFn,
@@ -92,6 +94,9 @@ fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn ImagePipe
 /// A loaded FLUX.1 schnell or dev pipeline with its tokenizers.
 pub struct FluxImagePipeline {
     pipe: FluxPipeline,
+    /// diffusers' names of the transformer's modules, for diffusers and ai-toolkit LoRAs.
+    names: super::lora::DiffusersNames,
+    adapted: Merged<FluxTransformer>,
     clip_tokenizer: ClipTokenizer,
     t5_tokenizer: T5Tokenizer,
     info: PipelineInfo,
@@ -157,12 +162,33 @@ impl FluxImagePipeline {
             model_hash: options.model_hash.clone(),
         };
         Ok(FluxImagePipeline {
+            names: super::lora::diffusers_names(pipe.transformer()),
+            adapted: Merged::default(),
             pipe,
             clip_tokenizer,
             t5_tokenizer,
             info,
             device: device.clone(),
         })
+    }
+
+    /// The transformer as LoRAs see it: its original modules, and diffusers' names for them.
+    fn lora_targets(&self) -> [Target<'_>; 1] {
+        [Target {
+            component: Component::Denoiser,
+            tensors: self.pipe.transformer().tensors(),
+            aliases: &self.names.aliases,
+            slices: &self.names.slices,
+        }]
+    }
+
+    /// The transformer with `loras` merged (the plain one when there are none), and what each applied.
+    pub fn transformer_for(&self, loras: &[ActiveLora]) -> Result<(Arc<FluxTransformer>, Vec<LoraReport>)> {
+        let plain = self.pipe.shared_transformer();
+        self.adapted
+            .models_for(plain, &self.lora_targets(), loras, |maps| {
+                Ok(plain.with_tensors(maps[0].clone())?)
+            })
     }
 
     /// The Flux pipeline under the seam, for tests and benchmarks that drive it from token ids.
@@ -291,20 +317,31 @@ impl ImagePipeline for FluxImagePipeline {
                 mask: mask.as_ref(),
             }),
         };
-        let latents = self.pipe.run(&t5, &pooled, &job, &mut |step, steps, latents| {
-            progress(&Progress {
-                image: index,
-                images: request.batch_size,
-                step: step as u32,
-                steps: steps as u32,
-                latents: &unpack(latents, h, w)?,
-            })
-        })?;
+        let (transformer, _) = self.transformer_for(&request.loras)?;
+        let latents = self
+            .pipe
+            .run_with(&transformer, &t5, &pooled, &job, &mut |step, steps, latents| {
+                progress(&Progress {
+                    image: index,
+                    images: request.batch_size,
+                    step: step as u32,
+                    steps: steps as u32,
+                    latents: &unpack(latents, h, w)?,
+                })
+            })?;
         Ok(self.pipe.decode_signed(&latents, height, width)?.squeeze(0)?)
     }
 
     fn preview(&self, latents: &Tensor) -> Result<RgbImage> {
         preview(latents)
+    }
+
+    fn check_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        crate::lora::check(&self.lora_targets(), loras)
+    }
+
+    fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        Ok(self.transformer_for(loras)?.1)
     }
 }
 

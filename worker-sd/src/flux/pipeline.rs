@@ -15,7 +15,7 @@ use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig, 
 use candle_transformers::models::t5::{self, T5EncoderModel};
 use serde::Deserialize;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The loaded parts of a Flux pipeline, ready to generate.
 pub struct FluxPipeline {
@@ -23,7 +23,7 @@ pub struct FluxPipeline {
     clip_length: usize,
     // candle's T5 encoder takes `&mut self` to run; generations share the pipeline.
     t5: Mutex<T5EncoderModel>,
-    transformer: FluxTransformer,
+    transformer: Arc<FluxTransformer>,
     vae: FluxVae,
     scheduler: FlowMatchConfig,
     dtype: DType,
@@ -219,7 +219,7 @@ impl FluxPipeline {
             clip,
             clip_length: clip_config.max_position_embeddings,
             t5: Mutex::new(t5),
-            transformer,
+            transformer: Arc::new(transformer),
             vae,
             scheduler,
             dtype,
@@ -246,6 +246,11 @@ impl FluxPipeline {
 
     /// The transformer, e.g. to ask whether it takes a guidance scale.
     pub fn transformer(&self) -> &FluxTransformer {
+        &self.transformer
+    }
+
+    /// The transformer, shared: what a request without LoRAs runs.
+    pub fn shared_transformer(&self) -> &Arc<FluxTransformer> {
         &self.transformer
     }
 
@@ -319,6 +324,18 @@ impl FluxPipeline {
         job: &Denoise<'_>,
         on_step: &mut dyn FnMut(usize, usize, &Tensor) -> std::result::Result<(), E>,
     ) -> std::result::Result<Tensor, E> {
+        self.run_with(&self.transformer, t5_states, pooled, job, on_step)
+    }
+
+    /// [`FluxPipeline::run`] with another transformer of the same shape (one with LoRAs merged).
+    pub fn run_with<E: From<FluxError>>(
+        &self,
+        transformer: &FluxTransformer,
+        t5_states: &Tensor,
+        pooled: &Tensor,
+        job: &Denoise<'_>,
+        on_step: &mut dyn FnMut(usize, usize, &Tensor) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Tensor, E> {
         let (channels, h, w) = self.latent_shape(job.height, job.width)?;
         let noise = job.noise;
         let batch = noise.dim(0).map_err(FluxError::from)?;
@@ -375,15 +392,8 @@ impl FluxPipeline {
             let mut advance = || -> Result<Tensor> {
                 // The transformer takes σ: FluxPipeline passes `timestep / 1000`.
                 let t = Tensor::full((timesteps[step] / 1000.0) as f32, batch, &self.device)?.to_dtype(dt)?;
-                let velocity = self.transformer.forward(
-                    &latents,
-                    &img_ids,
-                    &txt,
-                    &txt_ids,
-                    &t,
-                    &vec,
-                    Some(&guidance),
-                )?;
+                let velocity =
+                    transformer.forward(&latents, &img_ids, &txt, &txt_ids, &t, &vec, Some(&guidance))?;
                 let mut next = scheduler.step(&velocity, step, &latents, None)?;
                 if let Some((image, Some(mask), _)) = &init {
                     // Outside the mask, the init image noised to the next step's level (clean at the end).

@@ -59,6 +59,12 @@ pub fn no_aliases() -> &'static HashMap<String, String> {
     NONE.get_or_init(HashMap::new)
 }
 
+/// No sliced modules (every component but Flux's transformer).
+pub fn no_slices() -> &'static HashMap<String, (String, usize, usize)> {
+    static NONE: std::sync::OnceLock<HashMap<String, (String, usize, usize)>> = std::sync::OnceLock::new();
+    NONE.get_or_init(HashMap::new)
+}
+
 /// A component's tensors moved to `device` in `dtype`, as a pipeline keeps them: the models are built
 /// from these same tensors, so keeping them for LoRAs costs no second copy.
 pub fn cast(map: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<TensorMap> {

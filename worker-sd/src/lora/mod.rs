@@ -3,8 +3,10 @@
 //! reloaded and a request without them gets the plain model back exactly.
 //!
 //! A pipeline keeps its base tensors; [`patch`] returns new tensor maps where only the adapted weights
-//! are new (`base + weight · Δ`, every other tensor shared), plus a [`LoraReport`] per adapter saying how
-//! many of its tensors found a place. An adapter that places nothing is an error naming its first keys.
+//! are new (`base + weight · Δ`, every other tensor shared; a module that is rows of a fused weight, as
+//! diffusers names Flux's q, k and v, adds to those rows), plus a [`LoraReport`] per adapter saying how
+//! many of its tensors found a place. An adapter that places nothing is an error naming its first keys;
+//! [`check`] finds the same errors and misshapen tensors from names and shapes alone.
 
 mod formats;
 mod library;
@@ -20,7 +22,7 @@ use serde::Serialize;
 
 use crate::error::{Result, SdError};
 pub use library::{Library, addnet_hash, file_sha256};
-pub use merged::{Merged, cast, no_aliases};
+pub use merged::{Merged, cast, no_aliases, no_slices};
 
 /// A LoRA asked for by a request: a catalog id, a LoRA entry's name or a path, and its multiplier.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +114,35 @@ pub struct Target<'a> {
     pub tensors: &'a HashMap<String, Tensor>,
     /// Extra names of its modules (the original LDM names of SDXL's UNet) to their module paths.
     pub aliases: &'a HashMap<String, String>,
+    /// Names of modules that are rows of a fused weight (diffusers' `to_q` of Flux's `qkv`): the module
+    /// path and the rows `(first, count)`.
+    pub slices: &'a HashMap<String, (String, usize, usize)>,
+}
+
+/// Where a module's difference goes: a weight key, and the rows of it when the module is a slice.
+#[derive(Clone)]
+struct Place {
+    key: String,
+    rows: Option<(usize, usize)>,
+}
+
+impl Place {
+    /// The shape the module's difference has: the weight's, or its slice's.
+    fn shape(&self, weight: &Tensor) -> Vec<usize> {
+        let mut dims = weight.dims().to_vec();
+        if let (Some((_, count)), Some(first)) = (self.rows, dims.first_mut()) {
+            *first = count;
+        }
+        dims
+    }
+
+    /// `delta` (shaped as [`Place::shape`]) spread over the whole weight, zeros outside the slice.
+    fn spread(&self, delta: Tensor, weight: &Tensor) -> Result<Tensor> {
+        Ok(match self.rows {
+            Some((first, count)) => delta.pad_with_zeros(0, first, weight.dim(0)? - first - count)?,
+            None => delta,
+        })
+    }
 }
 
 /// Strips `<lora:NAME:WEIGHT>` (and `<lyco:...>`) tags from a prompt, as the UIs write them: the
@@ -204,31 +235,39 @@ pub fn detect_base(tensors: &HashMap<String, Tensor>) -> ImageBase {
 /// A component's tensors by name.
 pub type TensorMap = HashMap<String, Tensor>;
 
-/// The module names of each target, flattened, to their weight keys.
-fn indexes(targets: &[Target<'_>]) -> Vec<HashMap<String, String>> {
+/// The module names of each target, flattened, to where their differences go.
+fn indexes(targets: &[Target<'_>]) -> Vec<HashMap<String, Place>> {
     targets
         .iter()
         .map(|t| {
-            let mut index: HashMap<String, String> = t
+            let whole = |key: String| Place { key, rows: None };
+            let mut index: HashMap<String, Place> = t
                 .tensors
                 .keys()
-                .filter_map(|k| k.strip_suffix(".weight").map(|m| (flat(m), k.clone())))
+                .filter_map(|k| k.strip_suffix(".weight").map(|m| (flat(m), whole(k.clone()))))
                 .collect();
             for (alias, module) in t.aliases {
-                index.insert(flat(alias), format!("{module}.weight"));
+                index.insert(flat(alias), whole(format!("{module}.weight")));
+            }
+            for (alias, (module, first, count)) in t.slices {
+                let place = Place {
+                    key: format!("{module}.weight"),
+                    rows: Some((*first, *count)),
+                };
+                index.insert(flat(alias), place);
             }
             index
         })
         .collect()
 }
 
-/// A module of an adapter and where it goes: (module name, target index, weight key).
-type Placement = (String, usize, String);
+/// A module of an adapter and where it goes: (module name, target index, place).
+type Placement = (String, usize, Place);
 
 /// Where each module of `lora` goes, and the report of what found a place.
 fn place(
     targets: &[Target<'_>],
-    indexes: &[HashMap<String, String>],
+    indexes: &[HashMap<String, Place>],
     lora: &ActiveLora,
 ) -> (Vec<Placement>, LoraReport) {
     let grouped = formats::group(&lora.file.tensors);
@@ -238,15 +277,15 @@ fn place(
     for (module, parts) in &grouped.modules {
         let (component, name) = locate(module);
         let found = targets.iter().enumerate().find_map(|(i, t)| {
-            let key = indexes[i].get(&name)?;
+            let place = indexes[i].get(&name)?;
             component
                 .is_none_or(|c| c == t.component)
-                .then(|| (i, key.clone()))
+                .then(|| (i, place.clone()))
         });
         match found {
-            Some((i, key)) => {
+            Some((i, place)) => {
                 applied += parts.tensor_count();
-                placed.push((module.clone(), i, key));
+                placed.push((module.clone(), i, place));
             }
             None => unplaced.push(module.clone()),
         }
@@ -287,8 +326,9 @@ pub fn check(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<Vec<LoraRep
             let (placed, report) = place(targets, &indexes, lora);
             refuse_unplaced(&report)?;
             let grouped = formats::group(&lora.file.tensors);
-            for (module, i, key) in placed {
-                grouped.modules[&module].check(&module, targets[i].tensors[&key].dims())?;
+            for (module, i, place) in placed {
+                let shape = place.shape(&targets[i].tensors[&place.key]);
+                grouped.modules[&module].check(&module, &shape)?;
             }
             Ok(report)
         })
@@ -320,12 +360,13 @@ pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<Tensor
         let (placed, report) = place(targets, &indexes, lora);
         refuse_unplaced(&report)?;
         let grouped = formats::group(&lora.file.tensors);
-        for (module, i, key) in placed {
-            let base = &maps[i][&key];
-            let delta = grouped.modules[&module].delta(&module, base.dims())?;
-            let merged = (base.to_dtype(DType::F32)? + (delta.to_device(base.device())? * lora.weight)?)?
-                .to_dtype(base.dtype())?;
-            maps[i].insert(key, merged);
+        for (module, i, place) in placed {
+            // The current tensor: a slice of a fused weight adds to what the other slices merged.
+            let base = &maps[i][&place.key];
+            let delta = grouped.modules[&module].delta(&module, &place.shape(base))?;
+            let delta = place.spread(delta.to_device(base.device())?, base)?;
+            let merged = (base.to_dtype(DType::F32)? + (delta * lora.weight)?)?.to_dtype(base.dtype())?;
+            maps[i].insert(place.key, merged);
         }
         reports.push(report);
     }

@@ -202,11 +202,13 @@ impl SdPipeline {
                 component: Component::Text(0),
                 tensors: &self.base_weights.text.1,
                 aliases: none,
+                slices: crate::lora::no_slices(),
             },
             Target {
                 component: Component::Denoiser,
                 tensors: &self.base_weights.unet.1,
                 aliases: none,
+                slices: crate::lora::no_slices(),
             },
         ]
     }

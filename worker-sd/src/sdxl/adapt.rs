@@ -115,16 +115,19 @@ impl SdxlBase {
                 component: Component::Text(0),
                 tensors: &self.text[0].1,
                 aliases: none,
+                slices: crate::lora::no_slices(),
             },
             Target {
                 component: Component::Text(1),
                 tensors: &self.text[1].1,
                 aliases: none,
+                slices: crate::lora::no_slices(),
             },
             Target {
                 component: Component::Denoiser,
                 tensors: &self.unet.1,
                 aliases: &self.ldm_names,
+                slices: crate::lora::no_slices(),
             },
         ]
     }

@@ -7,6 +7,7 @@
 //! calls within 1e-4 absolute on values of order 1 (f32 on both sides, different summation order); the
 //! whole generation within 5e-4.
 
+mod lora;
 mod seam;
 
 use crate::max_diff;
