@@ -296,3 +296,75 @@ fn a_lora_of_the_wrong_shape_is_a_client_error_naming_the_key_and_shapes() {
     );
     assert_eq!(stderr.lines().count(), 1, "one line, no backtrace: {stderr}");
 }
+
+/// Resident memory of this process, from `/proc/self/status` (0 where there is none).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// What applying and removing a LoRA costs at full size, on the random SD 1.5-sized pipeline and rank-16
+/// LoRA of `scripts/reference/sd_lora_cost_model.py` (folder in `OMC_LORA_COST_MODEL`):
+/// `OMC_LORA_COST_MODEL=/tmp/sd15-random cargo test -p worker-sd --test integration lora_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "needs the 2 GB model of scripts/reference/sd_lora_cost_model.py"]
+fn lora_cost() {
+    let folder = PathBuf::from(std::env::var("OMC_LORA_COST_MODEL").expect("OMC_LORA_COST_MODEL"));
+    let before = rss_bytes();
+    let p = SdPipeline::new(
+        worker_sd::sd::Parts::from_diffusers(&folder, &Device::Cpu).unwrap(),
+        &worker_sd::pipeline::LoadOptions::cpu("sd15-random"),
+    )
+    .unwrap();
+    let loaded = rss_bytes();
+    let library = Library::new(None);
+    let file = library
+        .resolve(
+            &folder.join("lora-rank16.safetensors").display().to_string(),
+            ImageBase::Sd1,
+        )
+        .unwrap();
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    println!(
+        "pipeline loaded: {:.2} GiB resident (+{:.2} GiB)",
+        gib(loaded),
+        gib(loaded.saturating_sub(before))
+    );
+    let (plain, _) = p.models_for(&[]).unwrap();
+    for round in 0..3 {
+        for weight in [0.8, 0.5] {
+            let loras = [ActiveLora {
+                file: file.clone(),
+                weight,
+            }];
+            let rss = rss_bytes();
+            let t = std::time::Instant::now();
+            let (_, reports) = p.models_for(&loras).unwrap();
+            let merge = t.elapsed();
+            let after = rss_bytes();
+            assert_eq!(reports[0].applied, reports[0].total);
+            let t = std::time::Instant::now();
+            p.models_for(&loras).unwrap();
+            let cached = t.elapsed();
+            let t = std::time::Instant::now();
+            let (back, _) = p.models_for(&[]).unwrap();
+            let removed = t.elapsed();
+            assert!(std::sync::Arc::ptr_eq(&plain, &back));
+            assert!(cached < merge, "a repeated set is not merged again");
+            println!(
+                "round {round} x{weight}: apply {:.0} ms ({} tensors), again {:.1} ms, remove {:.3} ms; \
+                 resident {:.2} GiB ({:+.2} GiB across the apply)",
+                merge.as_secs_f64() * 1e3,
+                reports[0].total,
+                cached.as_secs_f64() * 1e3,
+                removed.as_secs_f64() * 1e3,
+                gib(after),
+                (after as f64 - rss as f64) / (1u64 << 30) as f64
+            );
+        }
+    }
+}
