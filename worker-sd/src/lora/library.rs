@@ -55,20 +55,29 @@ impl Library {
     /// The adapter `name` (a path, a catalog id or a LoRA entry's name) for a `model` model.
     pub fn resolve(&self, name: &str, model: ImageBase) -> Result<Arc<LoraFile>> {
         let path = Path::new(name);
-        let (path, catalog_base) = if path.extension().is_some_and(|e| e != "safetensors") || path.is_file() {
-            (path.to_path_buf(), ImageBase::Other)
-        } else {
-            let catalog = self.open_catalog(name, "LoRA")?;
-            let entry = find_entry(&catalog, name, CheckpointType::Lora)?.ok_or_else(|| {
-                invalid(format!(
-                    "no LoRA {name} in the catalog at {}",
-                    catalog.home().display()
-                ))
-            })?;
-            entry_file(&entry, name, CheckpointType::Lora, model)?
-        };
+        // A file named by its path goes by its stem in the PNG (as AUTOMATIC1111 names LoRAs): no local
+        // paths in images, and the tag works in a UI that has the file.
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let (path, catalog_base, label) =
+            if path.extension().is_some_and(|e| e != "safetensors") || path.is_file() {
+                (
+                    path.to_path_buf(),
+                    ImageBase::Other,
+                    stem.unwrap_or_else(|| name.to_string()),
+                )
+            } else {
+                let catalog = self.open_catalog(name, "LoRA")?;
+                let entry = find_entry(&catalog, name, CheckpointType::Lora)?.ok_or_else(|| {
+                    invalid(format!(
+                        "no LoRA {name} in the catalog at {}",
+                        catalog.home().display()
+                    ))
+                })?;
+                let (path, base) = entry_file(&entry, name, CheckpointType::Lora, model)?;
+                (path, base, name.to_string())
+            };
         crate::loading::refuse_pickle(&path)?;
-        let file = self.read(&path, name)?;
+        let file = self.read(&path, &label)?;
         check_adapter_base(name, CheckpointType::Lora, file.base, model)
             .map_err(|e| invalid(e.to_string()))?;
         check_adapter_base(name, CheckpointType::Lora, catalog_base, model)

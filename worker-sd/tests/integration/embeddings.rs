@@ -148,3 +148,44 @@ fn explicit_names_must_resolve_and_pickles_and_wrong_bases_are_refused() {
         "{e}"
     );
 }
+
+/// The command line end to end: a single-file checkpoint, `--embeddings`, `--lora`, `--rng torch-cpu`; the
+/// PNG names every resource as AUTOMATIC1111 writes it (`Model hash` before `Model`, `RNG`, `TI hashes`,
+/// `Lora hashes`), so CivitAI recognizes them.
+#[test]
+fn the_cli_png_names_the_model_rng_embeddings_and_loras_with_their_hashes() {
+    let out = tempfile::tempdir().unwrap();
+    let checkpoint = crate::common::dir().join("../tiny-sd15.safetensors");
+    let lora = crate::common::dir().join("../lora/kohya.safetensors");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_worker-sd"))
+        .args(["generate", "--model-path"])
+        .arg(&checkpoint)
+        .arg("--config-folder")
+        .arg(crate::common::dir())
+        .arg("--embeddings")
+        .arg(dir())
+        .args(["--prompt", "a mystyle red cat", "--negative-prompt", "easyneg"])
+        .args(["--width", "64", "--height", "64", "--steps", "2", "--seed", "7"])
+        .args(["--rng", "torch-cpu", "--lora"])
+        .arg(format!("{}:0.5", lora.display()))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let png = std::fs::read(out.path().join("7.png")).unwrap();
+    let params = worker_sd::output::read_parameters(&png).unwrap();
+    let model_hash = worker_sd::lora::file_sha256(&checkpoint).unwrap();
+    let lora_hash = worker_sd::lora::addnet_hash(&lora).unwrap();
+    let ti_hash = worker_sd::lora::file_sha256(&dir().join("easyneg.safetensors")).unwrap();
+    for part in [
+        format!("Model hash: {}, Model: tiny-sd15", &model_hash[..10]),
+        "RNG: CPU".to_string(),
+        format!("easyneg: {}", &ti_hash[..12]),
+        format!("Lora hashes: \"kohya: {}\"", &lora_hash[..12]),
+        " <lora:kohya:0.5>\n".to_string(),
+        "\nNegative prompt: easyneg\n".to_string(),
+    ] {
+        assert!(params.contains(&part), "{part} missing from: {params}");
+    }
+}
