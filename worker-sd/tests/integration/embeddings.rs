@@ -189,3 +189,97 @@ fn the_cli_png_names_the_model_rng_embeddings_and_loras_with_their_hashes() {
         assert!(params.contains(&part), "{part} missing from: {params}");
     }
 }
+
+/// A catalog entry of the given type and base holding `file` (copied into its folder).
+fn entry(
+    id: &str,
+    name: &str,
+    kind: artifacts_contract::CheckpointType,
+    status: artifacts_contract::ArtifactStatus,
+    folder: &std::path::Path,
+) -> artifacts_contract::ModelEntry {
+    use artifacts_contract::{FileRole, ImageConfig, ModelEntry, ModelFile, ModelSource, TypedConfig};
+    std::fs::create_dir_all(folder).unwrap();
+    std::fs::copy(dir().join("easyneg.safetensors"), folder.join("emb.safetensors")).unwrap();
+    let now = "2026-01-01T00:00:00Z".parse().unwrap();
+    ModelEntry {
+        id: id.parse().unwrap(),
+        name: name.into(),
+        author: None,
+        source: ModelSource::CivitAi,
+        source_url: None,
+        revision: None,
+        path: Some(folder.display().to_string()),
+        size: 280,
+        files: vec![ModelFile {
+            path: "emb.safetensors".into(),
+            size: None,
+            sha256: None,
+            role: FileRole::Weights,
+            url: None,
+        }],
+        status,
+        added_at: now,
+        updated_at: now,
+        config: TypedConfig::Image(ImageConfig {
+            checkpoint_type: kind,
+            ..ImageConfig::new(ImageBase::Sd1)
+        }),
+    }
+}
+
+#[test]
+fn catalog_embeddings_are_found_by_name_or_id_and_other_entries_are_left_alone() {
+    use artifacts_contract::{ArtifactStatus, CheckpointType};
+    let home = tempfile::tempdir().unwrap();
+    let catalog = catalog::Catalog::open(home.path()).unwrap();
+    let files = home.path().join("files");
+    for e in [
+        entry(
+            "civitai:7808",
+            "EasyNegative",
+            CheckpointType::Embedding,
+            ArtifactStatus::Available,
+            &files.join("a"),
+        ),
+        entry(
+            "civitai:9",
+            "red",
+            CheckpointType::Lora,
+            ArtifactStatus::Available,
+            &files.join("b"),
+        ),
+        entry(
+            "civitai:10",
+            "later",
+            CheckpointType::Embedding,
+            ArtifactStatus::NotDownloaded,
+            &files.join("c"),
+        ),
+    ] {
+        catalog.upsert(&e).unwrap();
+    }
+    let library = Library::new(Some(home.path().to_path_buf()));
+    let found = library
+        .embeddings_in(&["a red cat", "easynegative, civitai:7808"], ImageBase::Sd1)
+        .unwrap();
+    let mut words: Vec<_> = found.iter().map(|e| e.word.as_str()).collect();
+    words.sort();
+    // "red" names a LoRA entry: a word of the prompt, not an embedding.
+    assert_eq!(words, ["civitai:7808", "easynegative"]);
+    let e = library
+        .embeddings_in(&["embedding:later"], ImageBase::Sd1)
+        .unwrap_err();
+    assert!(e.to_string().contains("catalog pull civitai:10"), "{e}");
+    let e = library
+        .embeddings_in(&["embedding:red"], ImageBase::Sd1)
+        .unwrap_err();
+    assert!(e.to_string().contains("red is a lora, not a embedding"), "{e}");
+    let e = library
+        .embeddings_in(&["easynegative"], ImageBase::Sdxl)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("sd1") && e.to_string().contains("sdxl"),
+        "{e}"
+    );
+}
