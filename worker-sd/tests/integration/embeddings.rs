@@ -42,15 +42,8 @@ fn pipeline(folder: PathBuf) -> SdPipeline {
 
 fn request(prompt: &str, negative: &str) -> GenerationRequest {
     GenerationRequest {
-        prompt: prompt.into(),
         negative_prompt: negative.into(),
-        seed: Some(0),
-        steps: Some(4),
-        cfg_scale: Some(7.5),
-        width: Some(64),
-        height: Some(64),
-        rng: Some("torch-cpu".into()),
-        ..Default::default()
+        ..crate::lora::bare(prompt)
     }
 }
 

@@ -103,7 +103,8 @@ fn removing_a_lora_gives_the_plain_model_back_exactly() {
     assert!(crate::common::max_diff(&before, &with) > 0.05);
 }
 
-fn bare(prompt: &str) -> GenerationRequest {
+/// The reference generation's settings (4 Euler steps, CFG 7.5, 64x64, torch CPU noise from seed 0).
+pub fn bare(prompt: &str) -> GenerationRequest {
     GenerationRequest {
         prompt: prompt.into(),
         seed: Some(0),

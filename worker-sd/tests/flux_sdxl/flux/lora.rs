@@ -24,18 +24,7 @@ fn lora_dir() -> PathBuf {
 }
 
 fn forward(model: &FluxTransformer, r: &HashMap<String, Tensor>) -> Tensor {
-    let get = |k: &str| r[&format!("dev_{k}")].clone();
-    model
-        .forward(
-            &get("img"),
-            &get("img_ids").unsqueeze(0).unwrap(),
-            &get("txt"),
-            &get("txt_ids").unsqueeze(0).unwrap(),
-            &get("timestep"),
-            &get("vec"),
-            Some(&get("guidance")),
-        )
-        .unwrap()
+    super::transformer_out(model, "dev", r)
 }
 
 #[test]
