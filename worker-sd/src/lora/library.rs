@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use artifacts_contract::lora::{check_adapter, check_adapter_base};
-use artifacts_contract::{CatalogId, CheckpointType, FileRole, ImageBase, ModelEntry, TypedConfig};
+use artifacts_contract::{
+    CatalogId, CheckpointType, FileRole, ImageBase, ModelEntry, ModelType, TypedConfig,
+};
 use candle_core::Device;
 use sha2::{Digest, Sha256};
 
@@ -129,33 +131,47 @@ impl Library {
         words.sort_unstable_by_key(|w| w.to_lowercase());
         words.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
         let folder = self.embeddings_folder()?;
-        let mut catalog = None;
+        // Opened at the first word the folder does not hold; its embedding entries listed once, so a
+        // prompt costs one catalog query, not one per word.
+        let mut catalog: Option<(catalog::Catalog, HashMap<String, ModelEntry>)> = None;
         let mut found = Vec::new();
         for word in words {
             let explicit = embeddings::explicit(word).is_some();
             let name = embeddings::explicit(word).unwrap_or(word);
             let path = Path::new(name);
-            let located = if explicit
-                && (path.is_file() || path.extension().is_some_and(|e| e != "safetensors"))
-            {
-                Some((path.to_path_buf(), ImageBase::Other))
-            } else if let Some(path) = folder.get(&name.to_lowercase()) {
-                Some((path.clone(), ImageBase::Other))
-            } else if self.catalog_home.is_some() {
-                if catalog.is_none() {
-                    catalog = Some(self.open_catalog(name, "embedding")?);
-                }
-                let entry = find_entry(catalog.as_ref().expect("opened"), name, CheckpointType::Embedding)?;
-                // A bare word names only an embedding entry, or an entry by its id.
-                let named = entry.filter(|e| {
-                    explicit || name.parse::<CatalogId>().is_ok() || is_kind(e, CheckpointType::Embedding)
-                });
-                named
-                    .map(|e| entry_file(&e, name, CheckpointType::Embedding, model))
-                    .transpose()?
-            } else {
-                None
-            };
+            let located =
+                if explicit && (path.is_file() || path.extension().is_some_and(|e| e != "safetensors")) {
+                    Some((path.to_path_buf(), ImageBase::Other))
+                } else if let Some(path) = folder.get(&name.to_lowercase()) {
+                    Some((path.clone(), ImageBase::Other))
+                } else if self.catalog_home.is_some() {
+                    if catalog.is_none() {
+                        let opened = self.open_catalog(name, "embedding")?;
+                        let filter = catalog::Filter {
+                            model_type: Some(ModelType::Image),
+                            ..catalog::Filter::default()
+                        };
+                        let entries = opened.list(&filter).map_err(|e| invalid(e.to_string()))?;
+                        let by_name = entries
+                            .into_iter()
+                            .filter(|e| is_kind(e, CheckpointType::Embedding))
+                            .map(|e| (e.name.to_lowercase(), e))
+                            .collect();
+                        catalog = Some((opened, by_name));
+                    }
+                    let (opened, by_name) = catalog.as_ref().expect("opened");
+                    // A bare word names an embedding entry by its name, or any entry by its id.
+                    let entry = if explicit || name.parse::<CatalogId>().is_ok() {
+                        find_entry(opened, name, CheckpointType::Embedding)?
+                    } else {
+                        by_name.get(&name.to_lowercase()).cloned()
+                    };
+                    entry
+                        .map(|e| entry_file(&e, name, CheckpointType::Embedding, model))
+                        .transpose()?
+                } else {
+                    None
+                };
             let Some((path, catalog_base)) = located else {
                 if explicit {
                     return Err(invalid_embedding(format!(
