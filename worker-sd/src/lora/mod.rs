@@ -191,6 +191,8 @@ fn locate(module: &str) -> (Option<Component>, String) {
     const PREFIXES: &[(&str, Component)] = &[
         ("lora_unet_", Component::Denoiser),
         ("lora_transformer_", Component::Denoiser),
+        // LyCORIS' own prefix for Flux (ComfyUI reads it as kohya's names).
+        ("lycoris_", Component::Denoiser),
         ("lora_te1_", Component::Text(0)),
         ("lora_te2_", Component::Text(1)),
         ("lora_te_", Component::Text(0)),
@@ -420,6 +422,15 @@ mod tests {
         assert_eq!(
             flat("text_model.encoder.layers.0.mlp.fc1"),
             flat("encoder.layers.0.mlp.fc1")
+        );
+        // Flux: kohya's, LyCORIS', ComfyUI's and diffusers' names of one module.
+        let qkv = (Some(Component::Denoiser), flat("double_blocks.0.img_attn.qkv"));
+        assert_eq!(locate("lora_unet_double_blocks_0_img_attn_qkv"), qkv);
+        assert_eq!(locate("lycoris_double_blocks_0_img_attn_qkv"), qkv);
+        assert_eq!(locate("diffusion_model.double_blocks.0.img_attn.qkv"), qkv);
+        assert_eq!(
+            locate("lora_transformer_single_transformer_blocks_0_attn_to_q"),
+            locate("transformer.single_transformer_blocks.0.attn.to_q")
         );
     }
 }
