@@ -16,9 +16,11 @@ Pinned as sd_flux.py. Writes tests/fixtures/sd/lora/:
 - `flux-diffusers.safetensors`: the same as diffusers/ai-toolkit write it (`transformer.transformer_blocks.0.attn.to_q.lora_A.weight`...,
   the fused projections split into q, k, v and the single blocks' MLP input, the shared `lora_down` repeated,
   alpha / rank folded in);
+- each file also adapts the CLIP text encoder's attention projections (`lora_te1_text_model_...`,
+  `text_encoders.clip_l.transformer.text_model...`, `text_encoder.text_model...`);
 - `flux-reference.safetensors`: `plain_out` and `lora_out`, the transformer's output for sd_flux.py's `dev_*`
-  inputs without and with the LoRA at 0.8, loaded by diffusers' `load_lora_weights` path
-  (`lora_state_dict` + `load_lora_into_transformer`, `set_adapters`).
+  inputs, and `plain_pooled` and `lora_pooled`, CLIP's pooled output for its `clip_tokens`, without and with
+  the LoRA at 0.8, through `FluxPipeline.load_lora_weights` and `set_adapters` on the tiny dev pipeline.
 
 diffusers' kohya converter hard-codes FLUX.1's full widths where it splits a single block's `linear1` (3072 x 3,
 12288), so it cannot convert the tiny model's kohya or ComfyUI file whole. The diffusers-layout file is made here
@@ -32,6 +34,7 @@ import pathlib
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests/fixtures/sd/tiny-flux"
@@ -123,7 +126,7 @@ def to_diffusers(kohya, h):
 
 def load(path):
     transformer = FluxTransformer2DModel.from_pretrained(TINY / "dev/transformer").eval()
-    state = FluxPipeline.lora_state_dict(str(path))
+    state = {k: v for k, v in FluxPipeline.lora_state_dict(str(path)).items() if k.startswith("transformer.")}
     FluxPipeline.load_lora_into_transformer(state, None, transformer=transformer, adapter_name="x")
     transformer.set_adapters(["x"], [WEIGHT])
     return transformer, state
@@ -143,17 +146,37 @@ def main():
         kohya[f"{key}.alpha"] = torch.tensor(RANK / 2)
         bfl[f"diffusion_model.{name}.lora_down.weight"] = down
         bfl[f"diffusion_model.{name}.lora_up.weight"] = up
+    h = plain.config.num_attention_heads * plain.config.attention_head_dim
+    # The CLIP text encoder too: kohya's `lora_te1_`, ComfyUI's `text_encoders.clip_l.transformer.`,
+    # diffusers' `text_encoder.` (alpha folded into lora_B there).
+    clip = CLIPTextModel.from_pretrained(TINY / "dev/text_encoder")
+    te = {}
+    for path, module in clip.named_modules():
+        if isinstance(module, torch.nn.Linear) and path.endswith(("q_proj", "k_proj", "v_proj", "out_proj")):
+            path = path if path.startswith("text_model.") else f"text_model.{path}"
+            out_f, in_f = module.weight.shape
+            down = torch.randn((RANK, in_f), generator=gen) * 0.3
+            up = torch.randn((out_f, RANK), generator=gen) * 0.3
+            key = "lora_te1_" + path.replace(".", "_")
+            kohya[f"{key}.lora_down.weight"] = down
+            kohya[f"{key}.lora_up.weight"] = up * 2
+            kohya[f"{key}.alpha"] = torch.tensor(RANK / 2)
+            bfl[f"text_encoders.clip_l.transformer.{path}.lora_down.weight"] = down
+            bfl[f"text_encoders.clip_l.transformer.{path}.lora_up.weight"] = up
+            te[f"text_encoder.{path}.lora_A.weight"] = down
+            te[f"text_encoder.{path}.lora_B.weight"] = up
+    assert te, "no CLIP projections found"
     save_file(kohya, OUT / "flux-kohya.safetensors")
     save_file(bfl, OUT / "flux-bfl.safetensors")
-    h = plain.config.num_attention_heads * plain.config.attention_head_dim
-    diffusers_sd = to_diffusers(kohya, h)
+    diffusers_sd = to_diffusers({k: v for k, v in kohya.items() if not k.startswith("lora_te1_")}, h)
+    diffusers_sd.update(te)
     save_file(diffusers_sd, OUT / "flux-diffusers.safetensors")
     # diffusers' own converter agrees wherever it can run on the tiny shapes (all but single blocks).
     for source in (kohya, bfl):
-        part = {k: v for k, v in source.items() if "single_blocks" not in k}
+        part = {k: v for k, v in source.items() if "single_blocks" not in k and "te1" not in k and "clip_l" not in k}
         theirs = FluxPipeline.lora_state_dict(part)
         theirs = {k if k.startswith("transformer.") else f"transformer.{k}": v for k, v in theirs.items()}
-        ours = {k: v for k, v in diffusers_sd.items() if "single_transformer_blocks" not in k}
+        ours = {k: v for k, v in diffusers_sd.items() if k.startswith("transformer.") and "single_transformer_blocks" not in k}
         assert theirs.keys() == ours.keys(), sorted(set(theirs) ^ set(ours))[:6]
         for k in ours:
             # diffusers splits alpha / rank between A and B; compare the products.
@@ -161,14 +184,18 @@ def main():
                 a = k.replace("lora_B", "lora_A")
                 assert torch.allclose(theirs[k] @ theirs[a], ours[k] @ ours[a], atol=1e-6), k
 
-    ref = {"plain_out": call(plain, ref_in)}
-    outs = {}
-    for name in ["diffusers"]:
-        model, state = load(OUT / f"flux-{name}.safetensors")
-        outs[name] = call(model, ref_in)
-        print(name, len(state), "tensors after conversion")
-    ref["lora_out"] = outs["diffusers"]
+    pipe = FluxPipeline.from_pretrained(TINY / "dev", torch_dtype=torch.float32)
+    with torch.no_grad():
+        ref = {"plain_out": call(pipe.transformer, ref_in), "plain_pooled": pipe.text_encoder(ref_in["clip_tokens"]).pooler_output}
+        pipe.load_lora_weights(str(OUT / "flux-diffusers.safetensors"), adapter_name="x")
+        pipe.set_adapters(["x"], [WEIGHT])
+        ref["lora_out"] = call(pipe.transformer, ref_in)
+        ref["lora_pooled"] = pipe.text_encoder(ref_in["clip_tokens"]).pooler_output
+    # The transformer part through the transformer's own loader gives the same.
+    model, _ = load(OUT / "flux-diffusers.safetensors")
+    assert (call(model, ref_in) - ref["lora_out"]).abs().max() < 1e-5
     assert (ref["lora_out"] - ref["plain_out"]).abs().max() > 0.05, "the LoRA should change the output"
+    assert (ref["lora_pooled"] - ref["plain_pooled"]).abs().max() > 0.05, "the LoRA should change CLIP"
     save_file({k: v.contiguous() for k, v in ref.items()}, OUT / "flux-reference.safetensors")
     print("wrote", {p.name: p.stat().st_size for p in OUT.glob("flux-*")})
 

@@ -12,7 +12,7 @@ pub mod tokenizer;
 pub mod vae;
 pub mod weights;
 
-pub use base::{BASE, FluxImagePipeline};
+pub use base::{BASE, FluxImagePipeline, FluxModels};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

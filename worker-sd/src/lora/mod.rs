@@ -201,6 +201,8 @@ fn locate(module: &str) -> (Option<Component>, String) {
         ("diffusion_model.", Component::Denoiser),
         ("text_encoder_2.", Component::Text(1)),
         ("text_encoder.", Component::Text(0)),
+        // ComfyUI's name of Flux's CLIP.
+        ("text_encoders.clip_l.transformer.", Component::Text(0)),
     ];
     for (prefix, component) in PREFIXES {
         if let Some(rest) = module.strip_prefix(prefix) {
