@@ -2,18 +2,20 @@
 //! the original Black Forest Labs / ComfyUI names (`diffusion_model.double_blocks.0.img_attn.qkv`) name the
 //! original modules the model is built from; diffusers and ai-toolkit (`transformer.transformer_blocks.0.attn.to_q`)
 //! name diffusers' modules, which are whole original modules or rows of a fused one (q, k, v of `qkv`; q, k,
-//! v and the MLP input of a single block's `linear1`), as `weights::diffusers_to_original` fuses them.
+//! v and the MLP input of a single block's `linear1`; the final norm's halves swapped), as
+//! `weights::diffusers_to_original` converts the weights themselves.
 
 use std::collections::HashMap;
 
 use super::FluxTransformer;
+use crate::lora::Slices;
 
 /// diffusers' module names of a Flux transformer: whole original modules, and rows of fused ones.
 pub struct DiffusersNames {
     /// diffusers' name to the original module.
     pub aliases: HashMap<String, String>,
-    /// diffusers' name to the fused original module and its rows `(first, count)`.
-    pub slices: HashMap<String, (String, usize, usize)>,
+    /// diffusers' name to the original module holding its rows, and where they are there.
+    pub slices: Slices,
 }
 
 /// The names for `transformer`'s blocks, with widths read off its fused weights.
@@ -56,7 +58,10 @@ pub fn diffusers_names(transformer: &FluxTransformer) -> DiffusersNames {
             ("txt", ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"]),
         ] {
             for (j, name) in names.iter().enumerate() {
-                slices.insert(format!("{b}.{name}"), (format!("{d}.{side}_attn.qkv"), j * h, h));
+                slices.insert(
+                    format!("{b}.{name}"),
+                    (format!("{d}.{side}_attn.qkv"), vec![(0, j * h, h)]),
+                );
             }
         }
         for (from, to) in [
@@ -82,14 +87,27 @@ pub fn diffusers_names(transformer: &FluxTransformer) -> DiffusersNames {
             break;
         };
         for (j, name) in ["attn.to_q", "attn.to_k", "attn.to_v"].iter().enumerate() {
-            slices.insert(format!("{b}.{name}"), (format!("{s}.linear1"), j * h, h));
+            slices.insert(
+                format!("{b}.{name}"),
+                (format!("{s}.linear1"), vec![(0, j * h, h)]),
+            );
         }
+        let mlp = linear1.saturating_sub(3 * h);
         slices.insert(
             format!("{b}.proj_mlp"),
-            (format!("{s}.linear1"), 3 * h, linear1.saturating_sub(3 * h)),
+            (format!("{s}.linear1"), vec![(0, 3 * h, mlp)]),
         );
         aliases.insert(format!("{b}.proj_out"), format!("{s}.linear2"));
         aliases.insert(format!("{b}.norm.linear"), format!("{s}.modulation.lin"));
+    }
+    // diffusers' final norm is (scale, shift), the original's (shift, scale).
+    if let Some(rows) = rows("final_layer.adaLN_modulation.1") {
+        let half = rows / 2;
+        let swapped = vec![(0, half, half), (half, 0, half)];
+        slices.insert(
+            "norm_out.linear".into(),
+            ("final_layer.adaLN_modulation.1".into(), swapped),
+        );
     }
     DiffusersNames { aliases, slices }
 }

@@ -60,8 +60,8 @@ pub fn no_aliases() -> &'static HashMap<String, String> {
 }
 
 /// No sliced modules (every component but Flux's transformer).
-pub fn no_slices() -> &'static HashMap<String, (String, usize, usize)> {
-    static NONE: std::sync::OnceLock<HashMap<String, (String, usize, usize)>> = std::sync::OnceLock::new();
+pub fn no_slices() -> &'static super::Slices {
+    static NONE: std::sync::OnceLock<super::Slices> = std::sync::OnceLock::new();
     NONE.get_or_init(HashMap::new)
 }
 

@@ -114,34 +114,51 @@ pub struct Target<'a> {
     pub tensors: &'a HashMap<String, Tensor>,
     /// Extra names of its modules (the original LDM names of SDXL's UNet) to their module paths.
     pub aliases: &'a HashMap<String, String>,
-    /// Names of modules that are rows of a fused weight (diffusers' `to_q` of Flux's `qkv`): the module
-    /// path and the rows `(first, count)`.
-    pub slices: &'a HashMap<String, (String, usize, usize)>,
+    /// Names of modules whose rows are rows of another weight (diffusers' `to_q` of Flux's fused `qkv`,
+    /// its `norm_out` of the original's swapped halves).
+    pub slices: &'a Slices,
 }
+
+/// Rows of a module's weight found elsewhere in another: `(from, to, count)`.
+pub type Rows = Vec<(usize, usize, usize)>;
+
+/// Module names to the module that holds their rows, and where.
+pub type Slices = HashMap<String, (String, Rows)>;
 
 /// Where a module's difference goes: a weight key, and the rows of it when the module is a slice.
 #[derive(Clone)]
 struct Place {
     key: String,
-    rows: Option<(usize, usize)>,
+    rows: Option<Rows>,
 }
 
 impl Place {
-    /// The shape the module's difference has: the weight's, or its slice's.
+    /// The shape the module's difference has: the weight's, or as many rows as the slice moves.
     fn shape(&self, weight: &Tensor) -> Vec<usize> {
         let mut dims = weight.dims().to_vec();
-        if let (Some((_, count)), Some(first)) = (self.rows, dims.first_mut()) {
-            *first = count;
+        if let (Some(rows), Some(first)) = (&self.rows, dims.first_mut()) {
+            *first = rows.iter().map(|(_, _, count)| count).sum();
         }
         dims
     }
 
-    /// `delta` (shaped as [`Place::shape`]) spread over the whole weight, zeros outside the slice.
+    /// `delta` (shaped as [`Place::shape`]) moved into the whole weight's rows, zeros elsewhere.
     fn spread(&self, delta: Tensor, weight: &Tensor) -> Result<Tensor> {
-        Ok(match self.rows {
-            Some((first, count)) => delta.pad_with_zeros(0, first, weight.dim(0)? - first - count)?,
-            None => delta,
-        })
+        let Some(rows) = &self.rows else {
+            return Ok(delta);
+        };
+        let total = weight.dim(0)?;
+        let mut spread = None;
+        for &(from, to, count) in rows {
+            let part = delta
+                .narrow(0, from, count)?
+                .pad_with_zeros(0, to, total - to - count)?;
+            spread = Some(match spread {
+                Some(sum) => (sum + part)?,
+                None => part,
+            });
+        }
+        spread.ok_or_else(|| SdError::invalid("loras", "a slice that moves no rows"))
     }
 }
 
@@ -253,10 +270,10 @@ fn indexes(targets: &[Target<'_>]) -> Vec<HashMap<String, Place>> {
             for (alias, module) in t.aliases {
                 index.insert(flat(alias), whole(format!("{module}.weight")));
             }
-            for (alias, (module, first, count)) in t.slices {
+            for (alias, (module, rows)) in t.slices {
                 let place = Place {
                     key: format!("{module}.weight"),
-                    rows: Some((*first, *count)),
+                    rows: Some(rows.clone()),
                 };
                 index.insert(flat(alias), place);
             }
