@@ -111,8 +111,12 @@ impl SdError {
         }
     }
 
-    /// Whether the caller's input is at fault (HTTP 400) rather than the worker.
+    /// Whether the caller's input is at fault (HTTP 400) rather than the worker: a bad field, an image
+    /// that does not decode, or a pickle LoRA or embedding the request named.
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, SdError::Invalid { .. } | SdError::Image { .. })
+        matches!(
+            self,
+            SdError::Invalid { .. } | SdError::Image { .. } | SdError::Pickle { .. }
+        )
     }
 }

@@ -15,6 +15,7 @@
 //! ([`pipeline::generate`]), PNGs with their parameters ([`output`]), the CLI and the HTTP server.
 
 pub mod device;
+pub mod embeddings;
 pub mod error;
 pub mod flux;
 pub mod loading;

@@ -2,6 +2,8 @@
 
 mod cli;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// Generates images with Candle from a model in the catalog.
@@ -23,8 +25,24 @@ enum Command {
     Serve(cli::serve::ServeCommand),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Runs the command; an error is one line on stderr (its causes after colons, never a backtrace) and exit
+/// status 2 when the input was at fault (a bad field, a LoRA that does not fit), 1 otherwise.
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let bad_input = err.chain().any(|e| {
+                e.downcast_ref::<worker_sd::SdError>()
+                    .is_some_and(|e| e.is_bad_request())
+            });
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Schedulers => {
             for spec in worker_sd::schedulers::specs() {
                 println!("{}\t(also: {})", spec.name, spec.aliases.join(", "));

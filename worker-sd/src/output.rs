@@ -45,8 +45,8 @@ pub fn from_image(image: &RgbImage, device: &candle_core::Device) -> Result<Tens
 }
 
 /// The A1111 `parameters` text: prompt (with its LoRAs as `<lora:NAME:WEIGHT>` tags), then
-/// `Negative prompt:`, then one line of `Key: value` pairs, with `Model hash` and `Lora hashes` (the short
-/// SHA-256s CivitAI recognizes resources by) when known.
+/// `Negative prompt:`, then one line of `Key: value` pairs, with `Model hash`, `TI hashes` and `Lora hashes`
+/// (the short SHA-256s CivitAI recognizes resources by) when known.
 pub fn parameters(request: &ValidRequest, seed: u64, info: &PipelineInfo) -> String {
     let model = &info.model_name;
     let mut text = request.prompt.clone();
@@ -72,6 +72,20 @@ pub fn parameters(request: &ValidRequest, seed: u64, info: &PipelineInfo) -> Str
     }
     if let Some(rng) = request.rng.a1111_name() {
         text.push_str(&format!(", RNG: {rng}"));
+    }
+    if !request.embeddings.is_empty() {
+        let hashes: Vec<String> = request
+            .embeddings
+            .iter()
+            .map(|e| {
+                let name = crate::embeddings::explicit(&e.word).unwrap_or(&e.word);
+                format!("{}: {}", name.replace([':', ','], ""), e.file.short_hash)
+            })
+            .collect();
+        text.push_str(&format!(
+            ", TI hashes: {}",
+            serde_json::Value::from(hashes.join(", "))
+        ));
     }
     if !request.loras.is_empty() {
         let hashes: Vec<String> = request

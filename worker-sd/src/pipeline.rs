@@ -133,6 +133,17 @@ pub trait ImagePipeline: Send + Sync {
     /// A small, cheap picture of latents mid-generation (one pixel per latent).
     fn preview(&self, latents: &Tensor) -> Result<RgbImage>;
 
+    /// Whether prompts may name textual-inversion embeddings (CLIP text encoders).
+    fn takes_embeddings(&self) -> bool {
+        false
+    }
+
+    /// What [`ImagePipeline::prepare_loras`] would report or refuse, from names and shapes alone (no
+    /// merge): how a server refuses a bad LoRA before the request queues.
+    fn check_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        self.prepare_loras(loras)
+    }
+
     /// Merges `loras` (kept for the requests that use the same set) and says what each applied; bases
     /// that take no LoRAs refuse them.
     fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
@@ -190,6 +201,32 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn Image
     (spec.load)(source, &options)
 }
 
+/// The embeddings the request's prompts name; `embedding:NAME` on a base without them is refused.
+fn embeddings_of(
+    pipeline: &dyn ImagePipeline,
+    request: &ValidRequest,
+) -> Result<Vec<crate::embeddings::ActiveEmbedding>> {
+    let info = pipeline.info();
+    let prompts = [request.prompt.as_str(), request.negative_prompt.as_str()];
+    if pipeline.takes_embeddings() {
+        return info.loras.embeddings_in(&prompts, info.base);
+    }
+    match prompts
+        .iter()
+        .flat_map(|p| crate::embeddings::candidates(p))
+        .find(|w| crate::embeddings::explicit(w).is_some())
+    {
+        Some(word) => Err(SdError::invalid(
+            "embeddings",
+            format!(
+                "{word}: {} models do not take textual-inversion embeddings",
+                info.base
+            ),
+        )),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// A finished image with what made it.
 pub struct GeneratedImage {
     /// The picture.
@@ -206,15 +243,11 @@ pub struct GeneratedImage {
 /// [`SdError::Cancelled`]) stops the generation.
 pub type StepFn<'a> = dyn FnMut(&Progress<'_>, Option<RgbImage>) -> Result<()> + 'a;
 
-/// Validates `request` and makes its images, one seed each (`seed + i`); `preview_every` (steps) asks
-/// for previews.
-pub fn generate(
-    pipeline: &dyn ImagePipeline,
-    request: GenerationRequest,
-    preview_every: Option<u32>,
-    on_step: &mut StepFn<'_>,
-) -> Result<Vec<GeneratedImage>> {
-    let info = pipeline.info().clone();
+/// Checks `request` against `pipeline` without generating: fields validated, its LoRAs (the `loras`
+/// field and the prompt's `<lora:...>` tags) resolved and checked by name and shape, the embeddings its
+/// prompts name found. Every error here is the caller's.
+pub fn prepare(pipeline: &dyn ImagePipeline, request: GenerationRequest) -> Result<ValidRequest> {
+    let info = pipeline.info();
     let mut request = request;
     let (prompt, tagged) = crate::lora::extract_tags(&request.prompt)?;
     request.prompt = prompt;
@@ -236,6 +269,21 @@ pub fn generate(
             weight: spec.weight,
         });
     }
+    pipeline.check_loras(&request.loras)?;
+    request.embeddings = embeddings_of(pipeline, &request)?;
+    Ok(request)
+}
+
+/// Validates `request` and makes its images, one seed each (`seed + i`); `preview_every` (steps) asks
+/// for previews.
+pub fn generate(
+    pipeline: &dyn ImagePipeline,
+    request: GenerationRequest,
+    preview_every: Option<u32>,
+    on_step: &mut StepFn<'_>,
+) -> Result<Vec<GeneratedImage>> {
+    let info = pipeline.info().clone();
+    let request = prepare(pipeline, request)?;
     let reports = pipeline.prepare_loras(&request.loras)?;
     for warning in reports.iter().filter_map(LoraReport::warning) {
         tracing::warn!("{warning}");

@@ -99,6 +99,8 @@ pub struct ValidRequest {
     /// The LoRAs to merge, resolved (empty after [`GenerationRequest::validate`]; `pipeline::generate`
     /// fills it).
     pub loras: Vec<crate::lora::ActiveLora>,
+    /// The textual-inversion embeddings the prompts name (filled by `pipeline::generate` as `loras`).
+    pub embeddings: Vec<crate::embeddings::ActiveEmbedding>,
 }
 
 impl GenerationRequest {
@@ -190,6 +192,7 @@ impl GenerationRequest {
         Ok(ValidRequest {
             rng,
             loras: Vec::new(),
+            embeddings: Vec::new(),
             prompt: self.prompt,
             negative_prompt: self.negative_prompt,
             width,

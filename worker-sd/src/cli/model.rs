@@ -20,6 +20,9 @@ pub struct SdModelArgs {
     /// A separate VAE: a diffusers `vae/` folder or a `.safetensors` file.
     #[arg(long)]
     pub vae: Option<PathBuf>,
+    /// A folder of textual-inversion embeddings (`.safetensors`), named in prompts by their file stems.
+    #[arg(long)]
+    pub embeddings: Option<PathBuf>,
 }
 
 impl SdModelArgs {
@@ -53,10 +56,11 @@ impl SdModelArgs {
             .catalog_home
             .clone()
             .or_else(|| std::env::var_os("CATALOG_HOME").map(PathBuf::from));
-        options.loras = worker_sd::lora::Library::new(home);
+        let library = |home| worker_sd::lora::Library::new(home).with_embeddings_dir(self.embeddings.clone());
+        options.loras = library(home);
         let (mut source, mut options) = match self.shared.source()? {
             ModelOrigin::Catalog { id, catalog } => {
-                options.loras = worker_sd::lora::Library::new(Some(catalog.home().to_path_buf()));
+                options.loras = library(Some(catalog.home().to_path_buf()));
                 worker_sd::resolve::resolve(&catalog, &id, device_kind(&device), options)?
             }
             ModelOrigin::Path(path) if path.is_dir() => (ModelSource::Diffusers(path), options),

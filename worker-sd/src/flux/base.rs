@@ -8,21 +8,33 @@
 //! same for a flow model, as ComfyUI and Forge call it).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use artifacts_contract::{Distillation, ImageBase, ImageConfig, ImageVariant};
 use candle_core::{DType, Device, Tensor};
 use image::{GrayImage, RgbImage};
 
-use super::FluxError;
 use super::pipeline::{Denoise, FluxPipeline, Init, pack, unpack};
 use super::tokenizer::T5Tokenizer;
+use candle_transformers::models::clip::text_model::ClipTextTransformer;
+
+use super::{FluxError, FluxTransformer};
 use crate::error::{Result, SdError};
+use crate::lora::{ActiveLora, Component, LoraReport, Merged, Target};
 use crate::noise::Noise;
 use crate::pipeline::{
     BaseSpec, ImagePipeline, LoadOptions, ModelSource, PipelineInfo, Progress, ProgressFn,
 };
 use crate::request::{Defaults, ValidRequest};
 use crate::sd::tokenizer::ClipTokenizer;
+
+/// The models LoRAs change: the transformer, and CLIP when a LoRA set adapts it (`None`: the pipeline's).
+pub struct FluxModels {
+    /// The transformer.
+    pub transformer: Arc<FluxTransformer>,
+    /// CLIP with the set merged.
+    pub clip: Option<ClipTextTransformer>,
+}
 
 /// The registry entry of FLUX.1 schnell and dev.
 pub static BASE: BaseSpec = BaseSpec {
@@ -92,6 +104,11 @@ fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn ImagePipe
 /// A loaded FLUX.1 schnell or dev pipeline with its tokenizers.
 pub struct FluxImagePipeline {
     pipe: FluxPipeline,
+    /// diffusers' names of the transformer's modules, for diffusers and ai-toolkit LoRAs.
+    names: super::lora::DiffusersNames,
+    /// The models of a request without LoRAs: the pipeline's own.
+    plain: Arc<FluxModels>,
+    adapted: Merged<FluxModels>,
     clip_tokenizer: ClipTokenizer,
     t5_tokenizer: T5Tokenizer,
     info: PipelineInfo,
@@ -157,12 +174,48 @@ impl FluxImagePipeline {
             model_hash: options.model_hash.clone(),
         };
         Ok(FluxImagePipeline {
+            names: super::lora::diffusers_names(pipe.transformer()),
+            plain: Arc::new(FluxModels {
+                transformer: pipe.shared_transformer().clone(),
+                clip: None,
+            }),
+            adapted: Merged::default(),
             pipe,
             clip_tokenizer,
             t5_tokenizer,
             info,
             device: device.clone(),
         })
+    }
+
+    /// The transformer (its original modules, and diffusers' names for them) and CLIP, as LoRAs see them.
+    fn lora_targets(&self) -> [Target<'_>; 2] {
+        [
+            Target {
+                component: Component::Denoiser,
+                tensors: self.pipe.transformer().tensors(),
+                aliases: &self.names.aliases,
+                slices: &self.names.slices,
+            },
+            Target {
+                component: Component::Text(0),
+                tensors: self.pipe.clip_tensors(),
+                aliases: crate::lora::no_aliases(),
+                slices: crate::lora::no_slices(),
+            },
+        ]
+    }
+
+    /// The transformer and CLIP with `loras` merged (the plain ones when there are none), and what each
+    /// LoRA applied.
+    pub fn models_for(&self, loras: &[ActiveLora]) -> Result<(Arc<FluxModels>, Vec<LoraReport>)> {
+        self.adapted
+            .models_for(&self.plain, &self.lora_targets(), loras, |maps| {
+                Ok(FluxModels {
+                    transformer: Arc::new(self.plain.transformer.with_tensors(maps[0].clone())?),
+                    clip: Some(self.pipe.clip_with(maps[1].clone())?),
+                })
+            })
     }
 
     /// The Flux pipeline under the seam, for tests and benchmarks that drive it from token ids.
@@ -264,7 +317,10 @@ impl ImagePipeline for FluxImagePipeline {
         let (t5_ids, clip_ids) = self.tokens(&request.prompt)?;
         let t5_ids = Tensor::new(t5_ids, &self.device)?.unsqueeze(0)?;
         let clip_ids = Tensor::new(clip_ids, &self.device)?.unsqueeze(0)?;
-        let (t5, pooled) = self.pipe.encode_prompt(&t5_ids, &clip_ids)?;
+        let (models, _) = self.models_for(&request.loras)?;
+        let (t5, pooled) = self
+            .pipe
+            .encode_prompt_with(models.clip.as_ref(), &t5_ids, &clip_ids)?;
         // Drawn unpacked, as diffusers' prepare_latents does, then packed.
         let initial = pack(&noise.draw((1, channels, h, w), &self.device)?)?;
         let image_latents = match &request.init_image {
@@ -291,20 +347,34 @@ impl ImagePipeline for FluxImagePipeline {
                 mask: mask.as_ref(),
             }),
         };
-        let latents = self.pipe.run(&t5, &pooled, &job, &mut |step, steps, latents| {
-            progress(&Progress {
-                image: index,
-                images: request.batch_size,
-                step: step as u32,
-                steps: steps as u32,
-                latents: &unpack(latents, h, w)?,
-            })
-        })?;
+        let latents = self.pipe.run_with(
+            &models.transformer,
+            &t5,
+            &pooled,
+            &job,
+            &mut |step, steps, latents| {
+                progress(&Progress {
+                    image: index,
+                    images: request.batch_size,
+                    step: step as u32,
+                    steps: steps as u32,
+                    latents: &unpack(latents, h, w)?,
+                })
+            },
+        )?;
         Ok(self.pipe.decode_signed(&latents, height, width)?.squeeze(0)?)
     }
 
     fn preview(&self, latents: &Tensor) -> Result<RgbImage> {
         preview(latents)
+    }
+
+    fn check_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        crate::lora::check(&self.lora_targets(), loras)
+    }
+
+    fn prepare_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        Ok(self.models_for(loras)?.1)
     }
 }
 

@@ -6,12 +6,13 @@
 //! from diffusers' `transformer/config.json` when there is one, else from the tensors themselves.
 
 mod base;
+mod lora;
 pub mod pipeline;
 pub mod tokenizer;
 pub mod vae;
 pub mod weights;
 
-pub use base::{BASE, FluxImagePipeline};
+pub use base::{BASE, FluxImagePipeline, FluxModels};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -190,6 +191,9 @@ impl TransformerConfig {
 pub struct FluxTransformer {
     model: Flux,
     config: TransformerConfig,
+    /// The weights in the original layout, in the model's dtype (shared with the model, not a copy), kept
+    /// so LoRAs are merged into copies of the few they change and the model is rebuilt from memory.
+    tensors: HashMap<String, Tensor>,
 }
 
 impl FluxTransformer {
@@ -238,14 +242,47 @@ impl FluxTransformer {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let tensors = weights::original_layout(tensors)?;
+        let tensors = weights::original_layout(tensors)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(device)?.to_dtype(dtype)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
         let config = match config {
             Some(config) => config,
             None => TransformerConfig::infer(&tensors)?,
         };
-        let vb = VarBuilder::from_tensors(tensors, dtype, device);
+        Self::build(tensors, config, dtype, device)
+    }
+
+    /// The model around original-layout tensors already in `dtype` on `device`.
+    fn build(
+        tensors: HashMap<String, Tensor>,
+        config: TransformerConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let vb = VarBuilder::from_tensors(tensors.clone(), dtype, device);
         let model = Flux::new(&config.to_candle()?, vb).map_err(|e| FluxError::Layout(e.to_string()))?;
-        Ok(FluxTransformer { model, config })
+        Ok(FluxTransformer {
+            model,
+            config,
+            tensors,
+        })
+    }
+
+    /// The weights in the original layout, as LoRAs see them.
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// The same transformer with other weights of the same names and shapes (a LoRA merged in).
+    pub fn with_tensors(&self, tensors: HashMap<String, Tensor>) -> Result<Self> {
+        let (dtype, device) = self
+            .tensors
+            .values()
+            .next()
+            .map(|t| (t.dtype(), t.device().clone()))
+            .ok_or_else(|| FluxError::Layout("a transformer without weights".into()))?;
+        Self::build(tensors, self.config.clone(), dtype, &device)
     }
 
     /// The transformer's shape, e.g. whether it takes a guidance scale.

@@ -14,16 +14,19 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig, ClipTextTransformer};
 use candle_transformers::models::t5::{self, T5EncoderModel};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The loaded parts of a Flux pipeline, ready to generate.
 pub struct FluxPipeline {
     clip: ClipTextTransformer,
+    /// CLIP's config and weights (in the model's dtype, shared with `clip`), kept for LoRAs.
+    clip_parts: (ClipTextConfig, HashMap<String, Tensor>),
     clip_length: usize,
     // candle's T5 encoder takes `&mut self` to run; generations share the pipeline.
     t5: Mutex<T5EncoderModel>,
-    transformer: FluxTransformer,
+    transformer: Arc<FluxTransformer>,
     vae: FluxVae,
     scheduler: FlowMatchConfig,
     dtype: DType,
@@ -104,6 +107,23 @@ fn weights_file(dir: &Path) -> Result<std::path::PathBuf> {
         .map(|name| dir.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| FluxError::NotSafetensors(dir.display().to_string()))
+}
+
+/// candle's CLIP text model from transformers' weights, with or without the `text_model.` prefix that
+/// transformers 5 dropped.
+fn build_clip(
+    config: &ClipTextConfig,
+    tensors: HashMap<String, Tensor>,
+    dtype: DType,
+    device: &Device,
+) -> Result<ClipTextTransformer> {
+    let vb = VarBuilder::from_tensors(tensors, dtype, device);
+    let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+        vb.pp("text_model")
+    } else {
+        vb
+    };
+    Ok(ClipTextTransformer::new(vb, config)?)
 }
 
 fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
@@ -190,27 +210,22 @@ impl FluxPipeline {
                 clip_config.hidden_act
             )));
         }
-        let clip_vb = var_builder(&weights_file(&dir.join("text_encoder"))?, dtype, device)?;
-        // transformers 5 saves CLIPTextModel without the `text_model.` prefix older versions wrote.
-        let clip_vb = if clip_vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
-            clip_vb.pp("text_model")
-        } else {
-            clip_vb
+        let clip_tensors = super::read_safetensors(&weights_file(&dir.join("text_encoder"))?, device)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let clip_config = ClipTextConfig {
+            vocab_size: clip_config.vocab_size,
+            embed_dim: clip_config.hidden_size,
+            activation: Activation::QuickGelu,
+            intermediate_size: clip_config.intermediate_size,
+            max_position_embeddings: clip_config.max_position_embeddings,
+            pad_with: None,
+            num_hidden_layers: clip_config.num_hidden_layers,
+            num_attention_heads: clip_config.num_attention_heads,
+            projection_dim: clip_config.projection_dim,
         };
-        let clip = ClipTextTransformer::new(
-            clip_vb,
-            &ClipTextConfig {
-                vocab_size: clip_config.vocab_size,
-                embed_dim: clip_config.hidden_size,
-                activation: Activation::QuickGelu,
-                intermediate_size: clip_config.intermediate_size,
-                max_position_embeddings: clip_config.max_position_embeddings,
-                pad_with: None,
-                num_hidden_layers: clip_config.num_hidden_layers,
-                num_attention_heads: clip_config.num_attention_heads,
-                projection_dim: clip_config.projection_dim,
-            },
-        )?;
+        let clip = build_clip(&clip_config, clip_tensors.clone(), dtype, device)?;
         let t5_config: t5::Config = read_json(&dir.join("text_encoder_2/config.json"))?;
         let t5_vb = var_builder(&weights_file(&dir.join("text_encoder_2"))?, dtype, device)?;
         let t5 = T5EncoderModel::load(t5_vb, &t5_config)?;
@@ -218,8 +233,9 @@ impl FluxPipeline {
         Ok(FluxPipeline {
             clip,
             clip_length: clip_config.max_position_embeddings,
+            clip_parts: (clip_config, clip_tensors),
             t5: Mutex::new(t5),
-            transformer,
+            transformer: Arc::new(transformer),
             vae,
             scheduler,
             dtype,
@@ -249,6 +265,11 @@ impl FluxPipeline {
         &self.transformer
     }
 
+    /// The transformer, shared: what a request without LoRAs runs.
+    pub fn shared_transformer(&self) -> &Arc<FluxTransformer> {
+        &self.transformer
+    }
+
     /// The CLIP token row length (77 for FLUX.1).
     pub fn clip_length(&self) -> usize {
         self.clip_length
@@ -273,13 +294,33 @@ impl FluxPipeline {
 
     /// T5 states (1, m, d) and the pooled CLIP vector (1, d) of a prompt's token ids.
     pub fn encode_prompt(&self, t5_tokens: &Tensor, clip_tokens: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.encode_prompt_with(None, t5_tokens, clip_tokens)
+    }
+
+    /// [`FluxPipeline::encode_prompt`] with another CLIP of the same shape (one with LoRAs merged).
+    pub fn encode_prompt_with(
+        &self,
+        clip: Option<&ClipTextTransformer>,
+        t5_tokens: &Tensor,
+        clip_tokens: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let t5 = self
             .t5
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .forward(t5_tokens)?;
-        let pooled = self.clip.forward(clip_tokens)?;
+        let pooled = clip.unwrap_or(&self.clip).forward(clip_tokens)?;
         Ok((t5, pooled))
+    }
+
+    /// CLIP's weights, as LoRAs see them.
+    pub fn clip_tensors(&self) -> &HashMap<String, Tensor> {
+        &self.clip_parts.1
+    }
+
+    /// CLIP rebuilt around other weights of the same names and shapes (a LoRA merged in).
+    pub fn clip_with(&self, tensors: HashMap<String, Tensor>) -> Result<ClipTextTransformer> {
+        build_clip(&self.clip_parts.0, tensors, self.dtype, &self.device)
     }
 
     /// Denoises packed `noise` to packed latents with the prompt's encodings; `on_step(done, total)` is
@@ -314,6 +355,18 @@ impl FluxPipeline {
     /// after each step; its error (a cancellation) stops the loop.
     pub fn run<E: From<FluxError>>(
         &self,
+        t5_states: &Tensor,
+        pooled: &Tensor,
+        job: &Denoise<'_>,
+        on_step: &mut dyn FnMut(usize, usize, &Tensor) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Tensor, E> {
+        self.run_with(&self.transformer, t5_states, pooled, job, on_step)
+    }
+
+    /// [`FluxPipeline::run`] with another transformer of the same shape (one with LoRAs merged).
+    pub fn run_with<E: From<FluxError>>(
+        &self,
+        transformer: &FluxTransformer,
         t5_states: &Tensor,
         pooled: &Tensor,
         job: &Denoise<'_>,
@@ -375,15 +428,8 @@ impl FluxPipeline {
             let mut advance = || -> Result<Tensor> {
                 // The transformer takes σ: FluxPipeline passes `timestep / 1000`.
                 let t = Tensor::full((timesteps[step] / 1000.0) as f32, batch, &self.device)?.to_dtype(dt)?;
-                let velocity = self.transformer.forward(
-                    &latents,
-                    &img_ids,
-                    &txt,
-                    &txt_ids,
-                    &t,
-                    &vec,
-                    Some(&guidance),
-                )?;
+                let velocity =
+                    transformer.forward(&latents, &img_ids, &txt, &txt_ids, &t, &vec, Some(&guidance))?;
                 let mut next = scheduler.step(&velocity, step, &latents, None)?;
                 if let Some((image, Some(mask), _)) = &init {
                     // Outside the mask, the init image noised to the next step's level (clean at the end).

@@ -3,11 +3,14 @@
 //! reloaded and a request without them gets the plain model back exactly.
 //!
 //! A pipeline keeps its base tensors; [`patch`] returns new tensor maps where only the adapted weights
-//! are new (`base + weight · Δ`, every other tensor shared), plus a [`LoraReport`] per adapter saying how
-//! many of its tensors found a place. An adapter that places nothing is an error naming its first keys.
+//! are new (`base + weight · Δ`, every other tensor shared; a module that is rows of a fused weight, as
+//! diffusers names Flux's q, k and v, adds to those rows), plus a [`LoraReport`] per adapter saying how
+//! many of its tensors found a place. An adapter that places nothing is an error naming its first keys;
+//! [`check`] finds the same errors and misshapen tensors from names and shapes alone.
 
 mod formats;
 mod library;
+mod merged;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,6 +22,7 @@ use serde::Serialize;
 
 use crate::error::{Result, SdError};
 pub use library::{Library, addnet_hash, file_sha256};
+pub use merged::{Merged, cast, no_aliases, no_slices};
 
 /// A LoRA asked for by a request: a catalog id, a LoRA entry's name or a path, and its multiplier.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +114,52 @@ pub struct Target<'a> {
     pub tensors: &'a HashMap<String, Tensor>,
     /// Extra names of its modules (the original LDM names of SDXL's UNet) to their module paths.
     pub aliases: &'a HashMap<String, String>,
+    /// Names of modules whose rows are rows of another weight (diffusers' `to_q` of Flux's fused `qkv`,
+    /// its `norm_out` of the original's swapped halves).
+    pub slices: &'a Slices,
+}
+
+/// Rows of a module's weight found elsewhere in another: `(from, to, count)`.
+pub type Rows = Vec<(usize, usize, usize)>;
+
+/// Module names to the module that holds their rows, and where.
+pub type Slices = HashMap<String, (String, Rows)>;
+
+/// Where a module's difference goes: a weight key, and the rows of it when the module is a slice.
+#[derive(Clone)]
+struct Place {
+    key: String,
+    rows: Option<Rows>,
+}
+
+impl Place {
+    /// The shape the module's difference has: the weight's, or as many rows as the slice moves.
+    fn shape(&self, weight: &Tensor) -> Vec<usize> {
+        let mut dims = weight.dims().to_vec();
+        if let (Some(rows), Some(first)) = (&self.rows, dims.first_mut()) {
+            *first = rows.iter().map(|(_, _, count)| count).sum();
+        }
+        dims
+    }
+
+    /// `delta` (shaped as [`Place::shape`]) moved into the whole weight's rows, zeros elsewhere.
+    fn spread(&self, delta: Tensor, weight: &Tensor) -> Result<Tensor> {
+        let Some(rows) = &self.rows else {
+            return Ok(delta);
+        };
+        let total = weight.dim(0)?;
+        let mut spread = None;
+        for &(from, to, count) in rows {
+            let part = delta
+                .narrow(0, from, count)?
+                .pad_with_zeros(0, to, total - to - count)?;
+            spread = Some(match spread {
+                Some(sum) => (sum + part)?,
+                None => part,
+            });
+        }
+        spread.ok_or_else(|| SdError::invalid("loras", "a slice that moves no rows"))
+    }
 }
 
 /// Strips `<lora:NAME:WEIGHT>` (and `<lyco:...>`) tags from a prompt, as the UIs write them: the
@@ -158,6 +208,8 @@ fn locate(module: &str) -> (Option<Component>, String) {
     const PREFIXES: &[(&str, Component)] = &[
         ("lora_unet_", Component::Denoiser),
         ("lora_transformer_", Component::Denoiser),
+        // LyCORIS' own prefix for Flux (ComfyUI reads it as kohya's names).
+        ("lycoris_", Component::Denoiser),
         ("lora_te1_", Component::Text(0)),
         ("lora_te2_", Component::Text(1)),
         ("lora_te_", Component::Text(0)),
@@ -166,6 +218,8 @@ fn locate(module: &str) -> (Option<Component>, String) {
         ("diffusion_model.", Component::Denoiser),
         ("text_encoder_2.", Component::Text(1)),
         ("text_encoder.", Component::Text(0)),
+        // ComfyUI's name of Flux's CLIP.
+        ("text_encoders.clip_l.transformer.", Component::Text(0)),
     ];
     for (prefix, component) in PREFIXES {
         if let Some(rest) = module.strip_prefix(prefix) {
@@ -202,31 +256,39 @@ pub fn detect_base(tensors: &HashMap<String, Tensor>) -> ImageBase {
 /// A component's tensors by name.
 pub type TensorMap = HashMap<String, Tensor>;
 
-/// The module names of each target, flattened, to their weight keys.
-fn indexes(targets: &[Target<'_>]) -> Vec<HashMap<String, String>> {
+/// The module names of each target, flattened, to where their differences go.
+fn indexes(targets: &[Target<'_>]) -> Vec<HashMap<String, Place>> {
     targets
         .iter()
         .map(|t| {
-            let mut index: HashMap<String, String> = t
+            let whole = |key: String| Place { key, rows: None };
+            let mut index: HashMap<String, Place> = t
                 .tensors
                 .keys()
-                .filter_map(|k| k.strip_suffix(".weight").map(|m| (flat(m), k.clone())))
+                .filter_map(|k| k.strip_suffix(".weight").map(|m| (flat(m), whole(k.clone()))))
                 .collect();
             for (alias, module) in t.aliases {
-                index.insert(flat(alias), format!("{module}.weight"));
+                index.insert(flat(alias), whole(format!("{module}.weight")));
+            }
+            for (alias, (module, rows)) in t.slices {
+                let place = Place {
+                    key: format!("{module}.weight"),
+                    rows: Some(rows.clone()),
+                };
+                index.insert(flat(alias), place);
             }
             index
         })
         .collect()
 }
 
-/// A module of an adapter and where it goes: (module name, target index, weight key).
-type Placement = (String, usize, String);
+/// A module of an adapter and where it goes: (module name, target index, place).
+type Placement = (String, usize, Place);
 
 /// Where each module of `lora` goes, and the report of what found a place.
 fn place(
     targets: &[Target<'_>],
-    indexes: &[HashMap<String, String>],
+    indexes: &[HashMap<String, Place>],
     lora: &ActiveLora,
 ) -> (Vec<Placement>, LoraReport) {
     let grouped = formats::group(&lora.file.tensors);
@@ -236,15 +298,15 @@ fn place(
     for (module, parts) in &grouped.modules {
         let (component, name) = locate(module);
         let found = targets.iter().enumerate().find_map(|(i, t)| {
-            let key = indexes[i].get(&name)?;
+            let place = indexes[i].get(&name)?;
             component
                 .is_none_or(|c| c == t.component)
-                .then(|| (i, key.clone()))
+                .then(|| (i, place.clone()))
         });
         match found {
-            Some((i, key)) => {
+            Some((i, place)) => {
                 applied += parts.tensor_count();
-                placed.push((module.clone(), i, key));
+                placed.push((module.clone(), i, place));
             }
             None => unplaced.push(module.clone()),
         }
@@ -275,6 +337,40 @@ pub fn set_key(loras: &[ActiveLora]) -> String {
         .join("|")
 }
 
+/// What [`patch`] would report for `loras`, with every placed module's shapes checked against its weight
+/// and the same errors, without computing anything: how a request is refused before it queues.
+pub fn check(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+    let indexes = indexes(targets);
+    loras
+        .iter()
+        .map(|lora| {
+            let (placed, report) = place(targets, &indexes, lora);
+            refuse_unplaced(&report)?;
+            let grouped = formats::group(&lora.file.tensors);
+            for (module, i, place) in placed {
+                let shape = place.shape(&targets[i].tensors[&place.key]);
+                grouped.modules[&module].check(&module, &shape)?;
+            }
+            Ok(report)
+        })
+        .collect()
+}
+
+/// An adapter that places none of its tensors is an error naming its first keys.
+fn refuse_unplaced(report: &LoraReport) -> Result<()> {
+    if report.applied > 0 {
+        return Ok(());
+    }
+    Err(SdError::invalid(
+        "loras",
+        format!(
+            "LoRA {} matches nothing in this model; first keys it could not place: {}",
+            report.name,
+            report.unplaced.join(", ")
+        ),
+    ))
+}
+
 /// Merges `loras` into copies of `targets`' tensor maps: one map per target (shared tensors except the
 /// adapted ones) and one report per adapter. An adapter that places none of its tensors is an error.
 pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<TensorMap>, Vec<LoraReport>)> {
@@ -283,23 +379,15 @@ pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<Tensor
     let mut reports = Vec::with_capacity(loras.len());
     for lora in loras {
         let (placed, report) = place(targets, &indexes, lora);
-        if report.applied == 0 {
-            return Err(SdError::invalid(
-                "loras",
-                format!(
-                    "LoRA {} matches nothing in this model; first keys it could not place: {}",
-                    report.name,
-                    report.unplaced.join(", ")
-                ),
-            ));
-        }
+        refuse_unplaced(&report)?;
         let grouped = formats::group(&lora.file.tensors);
-        for (module, i, key) in placed {
-            let base = &maps[i][&key];
-            let delta = grouped.modules[&module].delta(&module, base.dims())?;
-            let merged = (base.to_dtype(DType::F32)? + (delta.to_device(base.device())? * lora.weight)?)?
-                .to_dtype(base.dtype())?;
-            maps[i].insert(key, merged);
+        for (module, i, place) in placed {
+            // The current tensor: a slice of a fused weight adds to what the other slices merged.
+            let base = &maps[i][&place.key];
+            let delta = grouped.modules[&module].delta(&module, &place.shape(base))?;
+            let delta = place.spread(delta.to_device(base.device())?, base)?;
+            let merged = (base.to_dtype(DType::F32)? + (delta * lora.weight)?)?.to_dtype(base.dtype())?;
+            maps[i].insert(place.key, merged);
         }
         reports.push(report);
     }
@@ -353,6 +441,15 @@ mod tests {
         assert_eq!(
             flat("text_model.encoder.layers.0.mlp.fc1"),
             flat("encoder.layers.0.mlp.fc1")
+        );
+        // Flux: kohya's, LyCORIS', ComfyUI's and diffusers' names of one module.
+        let qkv = (Some(Component::Denoiser), flat("double_blocks.0.img_attn.qkv"));
+        assert_eq!(locate("lora_unet_double_blocks_0_img_attn_qkv"), qkv);
+        assert_eq!(locate("lycoris_double_blocks_0_img_attn_qkv"), qkv);
+        assert_eq!(locate("diffusion_model.double_blocks.0.img_attn.qkv"), qkv);
+        assert_eq!(
+            locate("lora_transformer_single_transformer_blocks_0_attn_to_q"),
+            locate("transformer.single_transformer_blocks.0.attn.to_q")
         );
     }
 }

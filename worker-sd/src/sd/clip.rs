@@ -199,13 +199,25 @@ impl ClipTextEncoder {
 
     /// Encodes a `(batch, seq)` tensor of token ids (u32 or i64).
     pub fn forward(&self, tokens: &Tensor) -> candle_core::Result<ClipOutput> {
+        self.forward_with(tokens, None)
+    }
+
+    /// [`ClipTextEncoder::forward`] where ids from `extra.first_id` on read `extra`'s rows (textual
+    /// inversion) instead of the token embedding.
+    pub fn forward_with(
+        &self,
+        tokens: &Tensor,
+        extra: Option<&ExtraTokens>,
+    ) -> candle_core::Result<ClipOutput> {
         let (batch, seq) = tokens.dims2()?;
         let device = tokens.device();
         let positions = Tensor::arange(0u32, seq as u32, device)?;
-        let mut xs = self
-            .token_embedding
-            .forward(&tokens.to_dtype(DType::U32)?)?
-            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let tokens = tokens.to_dtype(DType::U32)?;
+        let embedded = match extra {
+            None => self.token_embedding.forward(&tokens)?,
+            Some(extra) => extra.embed(&self.token_embedding, &tokens)?,
+        };
+        let mut xs = embedded.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(seq, xs.dtype(), device)?;
         let heads = self.config.num_attention_heads;
         let head_dim = self.config.hidden_size / heads;
@@ -243,6 +255,44 @@ impl ClipTextEncoder {
             hidden_states,
             last_hidden_state,
         })
+    }
+}
+
+/// Token-embedding rows beyond the vocabulary: ids `first_id..first_id + rows` read `rows`
+/// (`(n, hidden)`), as diffusers' `load_textual_inversion` appends them to the embedding matrix.
+#[derive(Debug, Clone)]
+pub struct ExtraTokens {
+    /// The id of the first row.
+    pub first_id: u32,
+    /// The rows.
+    pub rows: Tensor,
+}
+
+impl ExtraTokens {
+    /// `(batch, seq, hidden)` embeddings of `tokens` (u32): the vocabulary's below `first_id`, the rows'
+    /// from it on.
+    fn embed(&self, vocabulary: &Embedding, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, seq) = tokens.dims2()?;
+        let count = self.rows.dim(0)? as u32;
+        let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
+        let (mut base, mut rows, mut pick) = (Vec::new(), Vec::new(), Vec::new());
+        for id in ids {
+            let row = id.checked_sub(self.first_id).filter(|r| *r < count);
+            base.push(if row.is_some() { 0 } else { id });
+            rows.push(row.unwrap_or(0));
+            pick.push(u8::from(row.is_some()));
+        }
+        let device = tokens.device();
+        let base = vocabulary.forward(&Tensor::from_vec(base, (batch, seq), device)?)?;
+        let hidden = base.dim(2)?;
+        let rows = self
+            .rows
+            .to_device(device)?
+            .to_dtype(base.dtype())?
+            .index_select(&Tensor::from_vec(rows, batch * seq, device)?, 0)?
+            .reshape((batch, seq, hidden))?;
+        let pick = Tensor::from_vec(pick, (batch, seq, 1), device)?.broadcast_as((batch, seq, hidden))?;
+        pick.where_cond(&rows, &base)
     }
 }
 

@@ -6,14 +6,15 @@ pub mod clip;
 mod denoise;
 pub(crate) mod image_inputs;
 pub mod open_clip;
+mod parts;
 pub mod single_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use artifacts_contract::{ImageBase, ImageVariant};
 use candle_core::{DType, Device, Tensor};
@@ -21,17 +22,20 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use image::RgbImage;
 
+use crate::embeddings::ActiveEmbedding;
 use crate::error::{Result, SdError};
-use crate::loading::{component_weights, load_tensors, read_config};
-use crate::lora::{ActiveLora, Component, LoraReport, Target};
+use crate::loading::read_config;
+use crate::lora::{ActiveLora, Component, LoraReport, Merged, Target};
 use crate::noise::Noise;
 use crate::pipeline::{BaseSpec, ImagePipeline, LoadOptions, ModelSource, PipelineInfo, ProgressFn};
 use crate::request::{Defaults, ValidRequest};
 use crate::schedulers::SchedulerConfig;
-use clip::{ClipConfig, ClipTextEncoder};
+use clip::{ClipConfig, ClipTextEncoder, ExtraTokens};
+pub use parts::Parts;
+pub(crate) use parts::{sd15_clip, separate_vae, tensor_names};
 use tokenizer::ClipTokenizer;
 use unet::UnetConfig;
-use vae::{Vae, VaeConfig};
+use vae::Vae;
 
 /// The registry entry of SD 1.x and 2.x.
 pub static BASE: BaseSpec = BaseSpec {
@@ -67,28 +71,6 @@ fn detect(source: &ModelSource) -> Option<ImageBase> {
     }
 }
 
-/// The tensor names in a safetensors header, without reading the tensors.
-pub(crate) fn tensor_names(path: &Path) -> Option<Vec<String>> {
-    use std::io::Read;
-    let mut len = [0u8; 8];
-    let mut reader = std::io::BufReader::new(std::fs::File::open(path).ok()?);
-    reader.read_exact(&mut len).ok()?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return None;
-    }
-    let mut header = vec![0u8; len as usize];
-    reader.read_exact(&mut header).ok()?;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).ok()?;
-    Some(
-        header
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k != "__metadata__")
-            .collect(),
-    )
-}
-
 fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn ImagePipeline>> {
     let parts = match source {
         ModelSource::Diffusers(folder) => Parts::from_diffusers(folder, &options.device)?,
@@ -97,137 +79,6 @@ fn load(source: &ModelSource, options: &LoadOptions) -> Result<Box<dyn ImagePipe
         }
     };
     Ok(Box::new(SdPipeline::new(parts, options)?))
-}
-
-/// The configs and tensors of a pipeline, before building the models: where a test swaps a part.
-pub struct Parts {
-    /// Text encoder config and tensors.
-    pub text_encoder: (ClipConfig, HashMap<String, Tensor>),
-    /// UNet config and tensors.
-    pub unet: (UnetConfig, HashMap<String, Tensor>),
-    /// VAE config and tensors.
-    pub vae: (VaeConfig, HashMap<String, Tensor>),
-    /// The noise schedule the model was trained with.
-    pub scheduler: SchedulerConfig,
-    /// The tokenizer folder, if the model has one.
-    pub tokenizer: Option<PathBuf>,
-}
-
-impl Parts {
-    /// Reads a diffusers folder.
-    pub fn from_diffusers(folder: &Path, device: &Device) -> Result<Self> {
-        let component = |name: &str| -> Result<HashMap<String, Tensor>> {
-            load_tensors(&component_weights(&folder.join(name))?, device)
-        };
-        let scheduler_path = folder.join("scheduler/scheduler_config.json");
-        let scheduler =
-            std::fs::read_to_string(&scheduler_path).map_err(|e| SdError::io(&scheduler_path, e))?;
-        Ok(Parts {
-            text_encoder: (
-                read_config(&folder.join("text_encoder/config.json"))?,
-                component("text_encoder")?,
-            ),
-            unet: (read_config(&folder.join("unet/config.json"))?, component("unet")?),
-            vae: (read_config(&folder.join("vae/config.json"))?, component("vae")?),
-            scheduler: SchedulerConfig::from_json(&scheduler)?,
-            tokenizer: Some(folder.join("tokenizer")).filter(|p| p.is_dir()),
-        })
-    }
-
-    /// Reads a single-file checkpoint, with configs from a diffusers folder or the base's built-in ones.
-    pub fn from_single_file(
-        path: &Path,
-        config: Option<&Path>,
-        base: Option<ImageBase>,
-        device: &Device,
-    ) -> Result<Self> {
-        let tensors = load_tensors(path, device)?;
-        let sd2 = match single_file::layout(tensors.keys().map(String::as_str)) {
-            single_file::Layout::Sd1 => false,
-            single_file::Layout::Sd2 => true,
-            single_file::Layout::Other => {
-                return Err(SdError::layout(
-                    path,
-                    "not an SD 1.x or 2.x single-file checkpoint",
-                ));
-            }
-        };
-        let (text_config, unet_config, vae_config, scheduler, tokenizer) = match config {
-            Some(folder) => {
-                let scheduler_path = folder.join("scheduler/scheduler_config.json");
-                let scheduler =
-                    std::fs::read_to_string(&scheduler_path).map_err(|e| SdError::io(&scheduler_path, e))?;
-                (
-                    Some(read_config(&folder.join("text_encoder/config.json"))?),
-                    read_config(&folder.join("unet/config.json"))?,
-                    read_config(&folder.join("vae/config.json"))?,
-                    SchedulerConfig::from_json(&scheduler)?,
-                    Some(folder.join("tokenizer")).filter(|p| p.is_dir()),
-                )
-            }
-            // SD 2.x's text config is read off its OpenCLIP tensors below.
-            None => (
-                (!sd2).then(sd15_clip),
-                if sd2 {
-                    UnetConfig::sd21()
-                } else {
-                    UnetConfig::sd15()
-                },
-                VaeConfig::sd(),
-                SchedulerConfig {
-                    steps_offset: 1,
-                    prediction_type: match base {
-                        Some(ImageBase::Sd2) => artifacts_contract::PredictionType::VPrediction,
-                        _ => artifacts_contract::PredictionType::Epsilon,
-                    },
-                    ..SchedulerConfig::default()
-                },
-                None,
-            ),
-        };
-        let mut unet_config: UnetConfig = unet_config;
-        let parts = single_file::split(tensors, &unet_config, &vae_config)?;
-        let text_config = match text_config {
-            Some(config) => config,
-            None => {
-                let mut config = open_clip::config_of(&parts.text_encoder).ok_or_else(|| {
-                    SdError::layout(path, "the OpenCLIP text encoder's tensors are incomplete")
-                })?;
-                // SD 2.x conditions on OpenCLIP ViT-H's penultimate layer (diffusers' converted encoder
-                // has 23 of the 24 layers).
-                config.num_hidden_layers = config.num_hidden_layers.saturating_sub(1).max(1);
-                config
-            }
-        };
-        // Inpainting checkpoints say so only by their input convolution's 9 channels.
-        if let Some(conv_in) = parts.unet.get("conv_in.weight") {
-            unet_config.in_channels = conv_in.dim(1)?;
-        }
-        Ok(Parts {
-            text_encoder: (text_config, parts.text_encoder),
-            unet: (unet_config, parts.unet),
-            vae: (vae_config, parts.vae),
-            scheduler,
-            tokenizer,
-        })
-    }
-}
-
-/// OpenAI CLIP ViT-L/14's text config (SD 1.x, and SDXL's first encoder).
-pub(crate) fn sd15_clip() -> ClipConfig {
-    ClipConfig {
-        vocab_size: 49408,
-        hidden_size: 768,
-        intermediate_size: 3072,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
-        max_position_embeddings: 77,
-        hidden_act: "quick_gelu".into(),
-        layer_norm_eps: 1e-5,
-        pad_token_id: Some(49407),
-        eos_token_id: Some(49407),
-        projection_dim: None,
-    }
 }
 
 /// The models LoRAs change: the text encoder and the UNet, built from (possibly adapted) tensors.
@@ -242,15 +93,12 @@ struct BaseWeights {
     unet: (UnetConfig, HashMap<String, Tensor>),
 }
 
-/// The models of the last LoRA set, by its key (paths and weights).
-type Adapted = Mutex<Option<(String, Arc<SdModels>)>>;
-
 /// A loaded SD 1.x/2.x pipeline.
 pub struct SdPipeline {
     tokenizer: Option<ClipTokenizer>,
     models: Arc<SdModels>,
     base_weights: BaseWeights,
-    adapted: Adapted,
+    adapted: Merged<SdModels>,
     unet_in_channels: usize,
     vae: Vae,
     scheduler: SchedulerConfig,
@@ -269,12 +117,7 @@ impl SdPipeline {
             .map(|folder| ClipTokenizer::load(&folder, text_config.max_position_embeddings))
             .transpose()?;
         let (unet_config, unet_tensors) = parts.unet;
-        // In the model's dtype, so the kept base tensors are the ones the models use (no second copy).
-        let cast = |map: HashMap<String, Tensor>| -> Result<HashMap<String, Tensor>> {
-            map.into_iter()
-                .map(|(k, v)| Ok((k, v.to_device(device)?.to_dtype(dtype)?)))
-                .collect()
-        };
+        let cast = |map| crate::lora::cast(map, dtype, device);
         let base_weights = BaseWeights {
             text: (text_config.clone(), cast(text_tensors)?),
             unet: (unet_config.clone(), cast(unet_tensors)?),
@@ -317,7 +160,7 @@ impl SdPipeline {
             tokenizer,
             models,
             base_weights,
-            adapted: Mutex::new(None),
+            adapted: Merged::default(),
             unet_in_channels: unet_config.in_channels,
             vae,
             scheduler,
@@ -345,76 +188,57 @@ impl SdPipeline {
     /// The models with `loras` merged in: the plain ones when there are none, else built from copies of
     /// the adapted tensors (the last set is kept, so a run of requests with the same LoRAs merges once).
     pub fn models_for(&self, loras: &[ActiveLora]) -> Result<(Arc<SdModels>, Vec<LoraReport>)> {
-        if loras.is_empty() {
-            return Ok((self.models.clone(), Vec::new()));
-        }
-        let key = crate::lora::set_key(loras);
-        let no_aliases = HashMap::new();
-        let targets = [
+        self.adapted
+            .models_for(&self.models, &self.lora_targets(), loras, |maps| {
+                build_models(&self.base_weights, &maps[0], &maps[1], self.dtype, &self.device)
+            })
+    }
+
+    /// The text encoder and the UNet, as LoRAs see them.
+    fn lora_targets(&self) -> [Target<'_>; 2] {
+        let none = crate::lora::no_aliases();
+        [
             Target {
                 component: Component::Text(0),
                 tensors: &self.base_weights.text.1,
-                aliases: &no_aliases,
+                aliases: none,
+                slices: crate::lora::no_slices(),
             },
             Target {
                 component: Component::Denoiser,
                 tensors: &self.base_weights.unet.1,
-                aliases: &no_aliases,
+                aliases: none,
+                slices: crate::lora::no_slices(),
             },
-        ];
-        let cached = self.adapted.lock().ok().and_then(|a| a.clone());
-        // The reports are cheap to recompute (names only); the merge is what the cache saves.
-        if let Some((cached_key, models)) = cached
-            && cached_key == key
-        {
-            return Ok((models, crate::lora::reports(&targets, loras)));
-        }
-        let (maps, reports) = crate::lora::patch(&targets, loras)?;
-        let models = Arc::new(build_models(
-            &self.base_weights,
-            &maps[0],
-            &maps[1],
-            self.dtype,
-            &self.device,
-        )?);
-        if let Ok(mut adapted) = self.adapted.lock() {
-            *adapted = Some((key, models.clone()));
-        }
-        Ok((models, reports))
+        ]
     }
 
-    /// A prompt's token row.
-    fn tokens(&self, prompt: &str) -> Result<Tensor> {
+    /// The plain text encoder's conditioning of a prompt whose words may name `embeddings` (clip skip
+    /// as the UIs count it), for tests that compare the prompt encoding alone.
+    pub fn encode_prompt(
+        &self,
+        prompt: &str,
+        embeddings: &[ActiveEmbedding],
+        clip_skip: usize,
+    ) -> Result<Tensor> {
+        let (tokens, extra) = self.tokens(prompt, embeddings)?;
+        let encoder = &self.models.text_encoder;
+        let out = encoder.forward_with(&tokens, extra.as_ref())?;
+        Ok(out.with_clip_skip(encoder, clip_skip)?)
+    }
+
+    /// A prompt's token row, and the rows of the embeddings it names.
+    fn tokens(&self, prompt: &str, embeddings: &[ActiveEmbedding]) -> Result<(Tensor, Option<ExtraTokens>)> {
         let tokenizer = self.tokenizer.as_ref().ok_or_else(|| {
             SdError::layout(
                 Path::new(&self.info.model_name),
                 "the model has no tokenizer/ folder",
             )
         })?;
-        Ok(Tensor::new(tokenizer.encode(prompt)?, &self.device)?.unsqueeze(0)?)
+        let width = self.base_weights.text.0.hidden_size;
+        let (ids, extra) = tokenizer.encode_with(prompt, embeddings, (0, width))?;
+        Ok((Tensor::new(ids, &self.device)?.unsqueeze(0)?, extra))
     }
-}
-
-/// A VAE named apart from the model: a diffusers `vae/` folder or a `.safetensors` file (diffusers or
-/// original names; the SD VAE's built-in config).
-pub(crate) fn separate_vae(path: &Path, device: &Device) -> Result<(VaeConfig, HashMap<String, Tensor>)> {
-    if path.is_dir() {
-        return Ok((
-            read_config(&path.join("config.json"))?,
-            load_tensors(&component_weights(path)?, device)?,
-        ));
-    }
-    let config = VaeConfig::sd();
-    let tensors = load_tensors(path, device)?;
-    if tensors.keys().any(|k| k.starts_with("encoder.down_blocks.")) {
-        return Ok((config, tensors));
-    }
-    let prefixed = tensors
-        .into_iter()
-        .map(|(k, v)| (format!("first_stage_model.{k}"), v))
-        .collect::<HashMap<_, _>>();
-    let dummy = UnetConfig::sd15();
-    Ok((config.clone(), single_file::split(prefixed, &dummy, &config)?.vae))
 }
 
 impl ImagePipeline for SdPipeline {
@@ -426,6 +250,10 @@ impl ImagePipeline for SdPipeline {
         Ok(self.models_for(loras)?.1)
     }
 
+    fn check_loras(&self, loras: &[ActiveLora]) -> Result<Vec<LoraReport>> {
+        crate::lora::check(&self.lora_targets(), loras)
+    }
+
     fn generate_one(
         &self,
         request: &ValidRequest,
@@ -433,10 +261,15 @@ impl ImagePipeline for SdPipeline {
         noise: &mut Noise,
         progress: &mut ProgressFn<'_>,
     ) -> Result<Tensor> {
-        let cond = self.tokens(&request.prompt)?;
-        let uncond = self.tokens(&request.negative_prompt)?;
-        let image = self.generate_from_tokens(request, &cond, &uncond, index, noise, progress)?;
-        Ok(image.squeeze(0)?)
+        let (cond, extra) = self.tokens(&request.prompt, &request.embeddings)?;
+        let (uncond, uncond_extra) = self.tokens(&request.negative_prompt, &request.embeddings)?;
+        let prompts = [(&cond, extra.as_ref()), (&uncond, uncond_extra.as_ref())];
+        let latents = self.denoise_encoded(request, prompts, index, noise, progress)?;
+        Ok(self.vae.decode(&latents)?.to_dtype(DType::F32)?.squeeze(0)?)
+    }
+
+    fn takes_embeddings(&self) -> bool {
+        true
     }
 
     fn preview(&self, latents: &Tensor) -> Result<RgbImage> {
@@ -470,10 +303,22 @@ impl SdPipeline {
         noise: &mut Noise,
         progress: &mut ProgressFn<'_>,
     ) -> Result<Tensor> {
+        self.denoise_encoded(request, [(cond, None), (uncond, None)], index, noise, progress)
+    }
+
+    /// The final latents from the prompt's and negative prompt's token rows with their embedding rows.
+    fn denoise_encoded(
+        &self,
+        request: &ValidRequest,
+        [cond, uncond]: [(&Tensor, Option<&ExtraTokens>); 2],
+        index: u32,
+        noise: &mut Noise,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Tensor> {
         let skip = request.clip_skip as usize;
         let (models, _) = self.models_for(&request.loras)?;
-        let encode = |tokens: &Tensor| -> Result<Tensor> {
-            let out = models.text_encoder.forward(tokens)?;
+        let encode = |(tokens, extra): (&Tensor, Option<&ExtraTokens>)| -> Result<Tensor> {
+            let out = models.text_encoder.forward_with(tokens, extra)?;
             Ok(out.with_clip_skip(&models.text_encoder, skip)?)
         };
         let guided = request.cfg_scale > 1.0;

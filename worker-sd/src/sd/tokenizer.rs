@@ -12,6 +12,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{SplitDelimiterBehavior, Tokenizer};
 
+use super::clip::ExtraTokens;
+use crate::embeddings::ActiveEmbedding;
 use crate::error::{Result, SdError};
 
 /// transformers' CLIP word pattern.
@@ -60,18 +62,54 @@ impl ClipTokenizer {
 
     /// `[bos, tokens..., eos, pad...]`, cut to the row length with the end token kept, as transformers does.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        Ok(self.row(self.ids(prompt)?))
+    }
+
+    /// [`ClipTokenizer::encode`] with the words of `prompt` that name `embeddings` as their vectors for
+    /// text encoder `encoder` (`width` wide): the row, and the embedding rows its new ids point at.
+    pub fn encode_with(
+        &self,
+        prompt: &str,
+        embeddings: &[ActiveEmbedding],
+        encoder: (usize, usize),
+    ) -> Result<(Vec<u32>, Option<ExtraTokens>)> {
+        if embeddings.is_empty() {
+            return Ok((self.encode(prompt)?, None));
+        }
+        let (ids, extra) =
+            crate::embeddings::tokenize(prompt, embeddings, encoder, self.first_free_id(), &|text| {
+                self.ids(text)
+            })?;
+        Ok((self.row(ids), extra))
+    }
+
+    /// The id a token added to the vocabulary gets: one past the largest, as `tokenizers` assigns it.
+    pub fn first_free_id(&self) -> u32 {
+        self.tokenizer
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |max| max + 1)
+    }
+
+    /// The ids of a text, without the start and end tokens.
+    fn ids(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .tokenizer
-            .encode(prompt, false)
+            .encode(text, false)
             .map_err(|e| SdError::Tokenizer {
                 path: Default::default(),
                 message: e.to_string(),
             })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    fn row(&self, tokens: Vec<u32>) -> Vec<u32> {
         let mut ids = vec![self.bos];
-        ids.extend(encoding.get_ids().iter().take(self.max_len.saturating_sub(2)));
+        ids.extend(tokens.into_iter().take(self.max_len.saturating_sub(2)));
         ids.push(self.eos);
         ids.resize(self.max_len, self.pad);
-        Ok(ids)
+        ids
     }
 }
 

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::text::TextEncoders;
 use super::unet::{Unet, UnetConfig};
-use crate::lora::{ActiveLora, Component, LoraReport, Target};
+use crate::lora::{ActiveLora, Component, LoraReport, Merged, Target, cast};
 use crate::sd::clip::{ClipConfig, ClipTextEncoder};
 use crate::sd::single_file::{UnetLayout, unet_ldm_names};
 use crate::sd::tokenizer::ClipTokenizer;
@@ -33,7 +33,7 @@ pub(super) struct SdxlBase {
     ldm_names: HashMap<String, String>,
     dtype: DType,
     device: Device,
-    adapted: Mutex<Option<(String, Arc<SdxlModels>)>>,
+    adapted: Merged<SdxlModels>,
 }
 
 type Weights = (ClipConfig, HashMap<String, Tensor>);
@@ -48,11 +48,7 @@ impl SdxlBase {
         dtype: DType,
         device: &Device,
     ) -> crate::Result<(Self, SdxlModels)> {
-        let cast = |map: HashMap<String, Tensor>| -> crate::Result<HashMap<String, Tensor>> {
-            map.into_iter()
-                .map(|(k, v)| Ok((k, v.to_device(device)?.to_dtype(dtype)?)))
-                .collect()
-        };
+        let cast = |map| cast(map, dtype, device);
         let [(c1, t1), (c2, t2)] = text;
         let layout = UnetLayout {
             layers_per_block: unet.0.layers_per_block,
@@ -74,7 +70,7 @@ impl SdxlBase {
             ldm_names,
             dtype,
             device: device.clone(),
-            adapted: Mutex::new(None),
+            adapted: Merged::default(),
         };
         let models = base.build([&base.text[0].1, &base.text[1].1], &base.unet.1)?;
         Ok((base, models))
@@ -111,45 +107,40 @@ impl SdxlBase {
         })
     }
 
+    /// Both text encoders and the UNet (with its original module names), as LoRAs see them.
+    pub(super) fn lora_targets(&self) -> [Target<'_>; 3] {
+        let none = crate::lora::no_aliases();
+        [
+            Target {
+                component: Component::Text(0),
+                tensors: &self.text[0].1,
+                aliases: none,
+                slices: crate::lora::no_slices(),
+            },
+            Target {
+                component: Component::Text(1),
+                tensors: &self.text[1].1,
+                aliases: none,
+                slices: crate::lora::no_slices(),
+            },
+            Target {
+                component: Component::Denoiser,
+                tensors: &self.unet.1,
+                aliases: &self.ldm_names,
+                slices: crate::lora::no_slices(),
+            },
+        ]
+    }
+
     /// The models with `loras` merged (`plain` when there are none), and what each applied.
     pub(super) fn models_for(
         &self,
         plain: &Arc<SdxlModels>,
         loras: &[ActiveLora],
     ) -> crate::Result<(Arc<SdxlModels>, Vec<LoraReport>)> {
-        if loras.is_empty() {
-            return Ok((plain.clone(), Vec::new()));
-        }
-        let none = HashMap::new();
-        let targets = [
-            Target {
-                component: Component::Text(0),
-                tensors: &self.text[0].1,
-                aliases: &none,
-            },
-            Target {
-                component: Component::Text(1),
-                tensors: &self.text[1].1,
-                aliases: &none,
-            },
-            Target {
-                component: Component::Denoiser,
-                tensors: &self.unet.1,
-                aliases: &self.ldm_names,
-            },
-        ];
-        let key = crate::lora::set_key(loras);
-        let cached = self.adapted.lock().ok().and_then(|a| a.clone());
-        if let Some((cached_key, models)) = cached
-            && cached_key == key
-        {
-            return Ok((models, crate::lora::reports(&targets, loras)));
-        }
-        let (maps, reports) = crate::lora::patch(&targets, loras)?;
-        let models = Arc::new(self.build([&maps[0], &maps[1]], &maps[2])?);
-        if let Ok(mut adapted) = self.adapted.lock() {
-            *adapted = Some((key, models.clone()));
-        }
-        Ok((models, reports))
+        self.adapted
+            .models_for(plain, &self.lora_targets(), loras, |maps| {
+                self.build([&maps[0], &maps[1]], &maps[2])
+            })
     }
 }

@@ -249,11 +249,15 @@ impl SdxlPipeline {
         progress: &mut ProgressFn<'_>,
     ) -> crate::Result<Tensor> {
         let (models, _) = self.models_for(&request.loras)?;
-        let positive = models
-            .text
-            .encode(&request.prompt, request.clip_skip, &self.device)?;
-        let negative = models.text.negative(
+        let positive = models.text.encode_with(
+            &request.prompt,
+            &request.embeddings,
+            request.clip_skip,
+            &self.device,
+        )?;
+        let negative = models.text.negative_with(
             &request.negative_prompt,
+            &request.embeddings,
             &positive,
             request.clip_skip,
             &self.device,
@@ -283,6 +287,14 @@ impl ImagePipeline for SdxlPipeline {
 
     fn prepare_loras(&self, loras: &[ActiveLora]) -> crate::Result<Vec<LoraReport>> {
         Ok(self.models_for(loras)?.1)
+    }
+
+    fn check_loras(&self, loras: &[ActiveLora]) -> crate::Result<Vec<LoraReport>> {
+        crate::lora::check(&self.base.lora_targets(), loras)
+    }
+
+    fn takes_embeddings(&self) -> bool {
+        true
     }
 
     fn generate_one(

@@ -7,8 +7,9 @@ use std::path::Path;
 use candle_core::{D, Device, Tensor};
 
 use super::pipeline::SdxlPrompt;
+use crate::embeddings::ActiveEmbedding;
 use crate::error::{Result, SdError};
-use crate::sd::clip::ClipTextEncoder;
+use crate::sd::clip::{ClipTextEncoder, ExtraTokens};
 use crate::sd::tokenizer::ClipTokenizer;
 
 /// Both text encoders and their tokenizers.
@@ -34,39 +35,69 @@ impl TextEncoders {
 
     /// The two token rows of a prompt, `(1, seq)` each.
     pub fn tokens(&self, prompt: &str, device: &Device) -> Result<(Tensor, Tensor)> {
-        let row = |tokenizer: &Option<ClipTokenizer>, folder: &str| -> Result<Tensor> {
+        let [(tokens, _), (tokens_2, _)] = self.rows(prompt, &[], device)?;
+        Ok((tokens, tokens_2))
+    }
+
+    /// The two token rows of a prompt with the rows of the embeddings it names (`clip_l` for the first
+    /// encoder, `clip_g` for the second).
+    fn rows(&self, prompt: &str, embeddings: &[ActiveEmbedding], device: &Device) -> Result<[Row; 2]> {
+        let row = |(encoder, tokenizer): &(ClipTextEncoder, Option<ClipTokenizer>),
+                   index: usize,
+                   folder: &str|
+         -> Result<Row> {
             let tokenizer = tokenizer
                 .as_ref()
                 .ok_or_else(|| SdError::layout(Path::new(folder), "the model has no tokenizer here"))?;
-            Ok(Tensor::new(tokenizer.encode(prompt)?, device)?.unsqueeze(0)?)
+            let width = encoder.config().hidden_size;
+            let (ids, extra) = tokenizer.encode_with(prompt, embeddings, (index, width))?;
+            Ok((Tensor::new(ids, device)?.unsqueeze(0)?, extra))
         };
-        Ok((
-            row(&self.first.1, "tokenizer")?,
-            row(&self.second.1, "tokenizer_2")?,
-        ))
+        Ok([
+            row(&self.first, 0, "tokenizer")?,
+            row(&self.second, 1, "tokenizer_2")?,
+        ])
     }
 
     /// Encodes token rows of both tokenizers. `clip_skip` counts as the UIs do: 1 takes the penultimate
     /// layer (diffusers' default for SDXL), 2 the one before (diffusers' `clip_skip=1`).
     pub fn encode_tokens(&self, tokens: &Tensor, tokens_2: &Tensor, clip_skip: u32) -> Result<SdxlPrompt> {
+        self.encode_rows([(tokens.clone(), None), (tokens_2.clone(), None)], clip_skip)
+    }
+
+    fn encode_rows(
+        &self,
+        [(tokens, extra), (tokens_2, extra_2)]: [Row; 2],
+        clip_skip: u32,
+    ) -> Result<SdxlPrompt> {
         let skip = clip_skip as usize;
         let (first, second) = (&self.first.0, &self.second.0);
-        let out = first.forward(tokens)?;
-        let out_2 = second.forward(tokens_2)?;
+        let out = first.forward_with(&tokens, extra.as_ref())?;
+        let out_2 = second.forward_with(&tokens_2, extra_2.as_ref())?;
         let context = Tensor::cat(
             &[first.sdxl_states(&out, skip)?, second.sdxl_states(&out_2, skip)?],
             D::Minus1,
         )?;
         Ok(SdxlPrompt {
             context,
-            pooled: second.pooled(tokens_2, &out_2)?,
+            pooled: second.pooled(&tokens_2, &out_2)?,
         })
     }
 
     /// Encodes a prompt.
     pub fn encode(&self, prompt: &str, clip_skip: u32, device: &Device) -> Result<SdxlPrompt> {
-        let (tokens, tokens_2) = self.tokens(prompt, device)?;
-        self.encode_tokens(&tokens, &tokens_2, clip_skip)
+        self.encode_with(prompt, &[], clip_skip, device)
+    }
+
+    /// Encodes a prompt whose words may name textual-inversion `embeddings`.
+    pub fn encode_with(
+        &self,
+        prompt: &str,
+        embeddings: &[ActiveEmbedding],
+        clip_skip: u32,
+        device: &Device,
+    ) -> Result<SdxlPrompt> {
+        self.encode_rows(self.rows(prompt, embeddings, device)?, clip_skip)
     }
 
     /// The negative prompt's conditioning: zeros shaped like `positive` when it is empty and the model
@@ -79,12 +110,27 @@ impl TextEncoders {
         clip_skip: u32,
         device: &Device,
     ) -> Result<SdxlPrompt> {
+        self.negative_with(negative_prompt, &[], positive, clip_skip, device)
+    }
+
+    /// [`TextEncoders::negative`] with the embeddings its words may name.
+    pub fn negative_with(
+        &self,
+        negative_prompt: &str,
+        embeddings: &[ActiveEmbedding],
+        positive: &SdxlPrompt,
+        clip_skip: u32,
+        device: &Device,
+    ) -> Result<SdxlPrompt> {
         if negative_prompt.is_empty() && self.force_zeros_for_empty_prompt {
             return Ok(SdxlPrompt {
                 context: positive.context.zeros_like()?,
                 pooled: positive.pooled.zeros_like()?,
             });
         }
-        self.encode(negative_prompt, clip_skip, device)
+        self.encode_with(negative_prompt, embeddings, clip_skip, device)
     }
 }
+
+/// A token row and the embedding rows its new ids point at.
+type Row = (Tensor, Option<ExtraTokens>);

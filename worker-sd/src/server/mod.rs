@@ -90,6 +90,11 @@ fn internal(err: SdError) -> WorkerError {
     match err {
         SdError::Cancelled => WorkerError::Cancelled,
         SdError::Invalid { field, message } => WorkerError::invalid(field, format!("{field}: {message}")),
+        // A pickle LoRA or embedding the request named, an image it sent: the caller's fault.
+        other if other.is_bad_request() => WorkerError::InvalidRequest {
+            param: None,
+            message: other.to_string(),
+        },
         other => WorkerError::Internal(other.to_string()),
     }
 }
@@ -172,11 +177,13 @@ async fn job(runtime: &Runtime<SdBackend>, body: ImageRequestBody) -> Result<Ima
     let request = tokio::task::spawn_blocking(move || body.into_request())
         .await
         .map_err(|e| WorkerError::Internal(format!("decoding the uploaded images stopped: {e}")))??;
-    let backend = runtime.backend()?;
-    let info = backend.pipeline.info();
-    request
-        .clone()
-        .validate(&info.defaults, info.max_clip_skip)
+    let pipeline = runtime.backend()?.pipeline.clone();
+    // Resolving LoRAs and embeddings reads files: on a blocking thread, before the request queues, so a
+    // missing, incompatible or misshapen LoRA is a 400 on both routes (the stream's too).
+    let checked = request.clone();
+    tokio::task::spawn_blocking(move || crate::pipeline::prepare(pipeline.as_ref(), checked))
+        .await
+        .map_err(|e| WorkerError::Internal(format!("checking the request stopped: {e}")))?
         .map_err(|err| match err {
             SdError::Invalid { field, message } => {
                 let field = names.json_name(field);

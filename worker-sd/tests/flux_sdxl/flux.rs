@@ -7,6 +7,7 @@
 //! calls within 1e-4 absolute on values of order 1 (f32 on both sides, different summation order); the
 //! whole generation within 5e-4.
 
+mod lora;
 mod seam;
 
 use crate::max_diff;
@@ -88,8 +89,13 @@ fn flow_match_step_moves_along_the_velocity() {
 }
 
 fn transformer_call(model: &FluxTransformer, prefix: &str, r: &HashMap<String, Tensor>) -> f32 {
+    max_diff(&transformer_out(model, prefix, r), &r[&format!("{prefix}_out")])
+}
+
+/// One transformer call on the recorded `{prefix}_*` inputs.
+pub(crate) fn transformer_out(model: &FluxTransformer, prefix: &str, r: &HashMap<String, Tensor>) -> Tensor {
     let get = |k: &str| r[&format!("{prefix}_{k}")].clone();
-    let out = model
+    model
         .forward(
             &get("img"),
             &get("img_ids").unsqueeze(0).unwrap(),
@@ -99,8 +105,7 @@ fn transformer_call(model: &FluxTransformer, prefix: &str, r: &HashMap<String, T
             &get("vec"),
             r.get(&format!("{prefix}_guidance")),
         )
-        .unwrap();
-    max_diff(&out, &get("out"))
+        .unwrap()
 }
 
 #[test]

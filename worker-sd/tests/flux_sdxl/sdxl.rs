@@ -8,6 +8,7 @@
 //! UNet's rounding differences at every step; the same on img2img and inpainting, whose init image also
 //! goes through the VAE encoder.
 
+mod embeddings;
 mod lora;
 mod single_file;
 

@@ -79,3 +79,16 @@ pub fn count_steps(count: &mut u32) -> impl FnMut(&Progress<'_>) -> worker_sd::R
         Ok(())
     }
 }
+
+/// Asserts an 8-bit picture is within one level of a `(1, 3, h, w)` reference image in [-1, 1].
+pub fn assert_same_picture(image: &image::RgbImage, expected: &Tensor) {
+    let expected = worker_sd::output::to_image(expected).unwrap();
+    let worst = image
+        .as_raw()
+        .iter()
+        .zip(expected.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "8-bit image differs by {worst} levels");
+}

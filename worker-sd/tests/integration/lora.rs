@@ -103,7 +103,8 @@ fn removing_a_lora_gives_the_plain_model_back_exactly() {
     assert!(crate::common::max_diff(&before, &with) > 0.05);
 }
 
-fn bare(prompt: &str) -> GenerationRequest {
+/// The reference generation's settings (4 Euler steps, CFG 7.5, 64x64, torch CPU noise from seed 0).
+pub fn bare(prompt: &str) -> GenerationRequest {
     GenerationRequest {
         prompt: prompt.into(),
         seed: Some(0),
@@ -121,16 +122,7 @@ fn prompt_tags_apply_loras_and_the_png_names_them_with_hashes() {
     let (r, p) = (reference(), pipeline());
     let prompt = format!("a red cat <lora:{}:0.8>", file("peft.safetensors"));
     let images = worker_sd::pipeline::generate(&p, bare(&prompt), None, &mut |_, _| Ok(())).unwrap();
-    let expected = worker_sd::output::to_image(&r["peft_image"]).unwrap();
-    let worst = images[0]
-        .image
-        .as_raw()
-        .iter()
-        .zip(expected.as_raw())
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
-    assert!(worst <= 1, "8-bit image differs by {worst} levels");
+    crate::common::assert_same_picture(&images[0].image, &r["peft_image"]);
     let report = &images[0].loras[0];
     assert_eq!((report.applied, report.total), (88, 88), "{report:?}");
     let params = &images[0].parameters;
@@ -224,4 +216,147 @@ fn an_sdxl_lora_is_refused_on_sd15_and_pickles_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("pickle"), "{err}");
+}
+
+/// A LoRA whose `lora_down` has rank 8 but whose `lora_up` has rank 4, on a 32x32 projection.
+pub fn misshapen() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+    let f32 = candle_core::DType::F32;
+    let tensors = HashMap::from([
+        (
+            format!("{module}.lora_down.weight"),
+            Tensor::ones((8, 32), f32, &Device::Cpu).unwrap(),
+        ),
+        (
+            format!("{module}.lora_up.weight"),
+            Tensor::ones((32, 4), f32, &Device::Cpu).unwrap(),
+        ),
+    ]);
+    let path = dir.path().join("misshapen.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    (dir, path.display().to_string())
+}
+
+#[test]
+fn a_lora_of_the_wrong_shape_is_a_client_error_naming_the_key_and_shapes() {
+    let p = pipeline();
+    let (_dir, path) = misshapen();
+    let err = worker_sd::pipeline::generate(&p, bare(&format!("<lora:{path}:1>")), None, &mut |_, _| Ok(()))
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(err.is_bad_request(), "{text}");
+    for part in ["attn1_to_q", "down [8, 32]", "up [32, 4]", "[32, 32]"] {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
+    // Checked before anything runs, from the shapes alone.
+    let mut req = bare("a red cat");
+    req.loras = vec![worker_sd::lora::LoraSpec {
+        model: path.clone(),
+        weight: 1.0,
+    }];
+    let err = worker_sd::pipeline::prepare(&p, req).unwrap_err();
+    assert!(
+        err.is_bad_request() && err.to_string().contains("attn1_to_q"),
+        "{err}"
+    );
+    // The command line says the same and exits with an error, without a panic or a backtrace.
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_worker-sd"))
+        .args(["generate", "--model-path"])
+        .arg(crate::common::dir())
+        .args([
+            "--prompt",
+            "a red cat",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "1",
+        ])
+        .args(["--lora", &path, "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid loras") && stderr.contains("down [8, 32]"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line, no backtrace: {stderr}");
+}
+
+/// Resident memory of this process, from `/proc/self/status` (0 where there is none).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// What applying and removing a LoRA costs at full size, on the random SD 1.5-sized pipeline and rank-16
+/// LoRA of `scripts/reference/sd_lora_cost_model.py` (folder in `OMC_LORA_COST_MODEL`):
+/// `OMC_LORA_COST_MODEL=/tmp/sd15-random cargo test -p worker-sd --test integration lora_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "needs the 2 GB model of scripts/reference/sd_lora_cost_model.py"]
+fn lora_cost() {
+    let folder = PathBuf::from(std::env::var("OMC_LORA_COST_MODEL").expect("OMC_LORA_COST_MODEL"));
+    let before = rss_bytes();
+    let p = SdPipeline::new(
+        worker_sd::sd::Parts::from_diffusers(&folder, &Device::Cpu).unwrap(),
+        &worker_sd::pipeline::LoadOptions::cpu("sd15-random"),
+    )
+    .unwrap();
+    let loaded = rss_bytes();
+    let library = Library::new(None);
+    let file = library
+        .resolve(
+            &folder.join("lora-rank16.safetensors").display().to_string(),
+            ImageBase::Sd1,
+        )
+        .unwrap();
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    println!(
+        "pipeline loaded: {:.2} GiB resident (+{:.2} GiB)",
+        gib(loaded),
+        gib(loaded.saturating_sub(before))
+    );
+    let (plain, _) = p.models_for(&[]).unwrap();
+    for round in 0..3 {
+        for weight in [0.8, 0.5] {
+            let loras = [ActiveLora {
+                file: file.clone(),
+                weight,
+            }];
+            let rss = rss_bytes();
+            let t = std::time::Instant::now();
+            let (_, reports) = p.models_for(&loras).unwrap();
+            let merge = t.elapsed();
+            let after = rss_bytes();
+            assert_eq!(reports[0].applied, reports[0].total);
+            let t = std::time::Instant::now();
+            p.models_for(&loras).unwrap();
+            let cached = t.elapsed();
+            let t = std::time::Instant::now();
+            let (back, _) = p.models_for(&[]).unwrap();
+            let removed = t.elapsed();
+            assert!(std::sync::Arc::ptr_eq(&plain, &back));
+            assert!(cached < merge, "a repeated set is not merged again");
+            println!(
+                "round {round} x{weight}: apply {:.0} ms ({} tensors), again {:.1} ms, remove {:.3} ms; \
+                 resident {:.2} GiB ({:+.2} GiB across the apply)",
+                merge.as_secs_f64() * 1e3,
+                reports[0].total,
+                cached.as_secs_f64() * 1e3,
+                removed.as_secs_f64() * 1e3,
+                gib(after),
+                (after as f64 - rss as f64) / (1u64 << 30) as f64
+            );
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! worker-sd's integration tests, in one binary so candle links once.
 
 mod common;
+mod embeddings;
 mod lora;
 mod rng;
 mod schedulers;

@@ -88,32 +88,7 @@ fn timesteps_and_sigmas_match_diffusers() {
         .filter(|c| !NOT_YET.contains(&c.scheduler.as_str()))
     {
         for expected in &case.schedules {
-            let scheduler = schedulers::build(&case.scheduler, &config, expected.steps).unwrap();
-            let what = format!("{} with {} steps", case.scheduler, expected.steps);
-            let timesteps = scheduler.timesteps();
-            assert_eq!(timesteps.len(), expected.timesteps.len(), "{what}");
-            for (a, b) in timesteps.iter().zip(&expected.timesteps) {
-                assert!(
-                    (a - b).abs() < 1e-3,
-                    "{what}: timesteps {timesteps:?} vs {:?}",
-                    expected.timesteps
-                );
-            }
-            match (scheduler.sigmas(), &expected.sigmas) {
-                (Some(actual), Some(sigmas)) => {
-                    assert!(
-                        excess(actual, sigmas) <= 0.0,
-                        "{what}: sigmas {actual:?} vs {sigmas:?}"
-                    )
-                }
-                (None, None) => {}
-                (actual, sigmas) => panic!("{what}: sigmas {actual:?} vs {sigmas:?}"),
-            }
-            let init = scheduler.init_noise_sigma();
-            assert!(
-                excess(&[init], &[expected.init_noise_sigma]) <= 0.0,
-                "{what}: init noise sigma {init}"
-            );
+            check_schedule(&case.scheduler, &config, expected, "SD 1.5");
             checked += 1;
         }
     }
@@ -128,7 +103,6 @@ fn timesteps_and_sigmas_match_diffusers() {
 fn short_runs_match_diffusers_for_epsilon_and_v_prediction() {
     let (fixture, base) = fixture();
     let shape = fixture.shape.as_slice();
-    let tensor = |v: &[f32]| Tensor::from_slice(v, shape, &Device::Cpu).unwrap();
     assert_eq!(fixture.cases.len(), 12, "six schedulers, two prediction types");
     for case in fixture
         .cases
@@ -139,42 +113,118 @@ fn short_runs_match_diffusers_for_epsilon_and_v_prediction() {
             prediction_type: case.prediction_type,
             ..base.clone()
         };
-        let run = &case.run;
-        let mut scheduler = schedulers::build(&case.scheduler, &config, run.samples.len()).unwrap();
-        assert_eq!(
-            scheduler.needs_noise(),
-            !run.noises.is_empty(),
-            "{}",
-            case.scheduler
-        );
-        let mut sample = (tensor(&run.initial_noise) * scheduler.init_noise_sigma()).unwrap();
-        let mut worst = 0.0f64;
-        for step in 0..run.samples.len() {
-            let what = format!("{} {:?} step {step}", case.scheduler, case.prediction_type);
-            let scaled = scheduler.scale_model_input(&sample, step).unwrap();
-            assert!(
-                excess(&to_f64(&scaled), &widen(&run.scaled_inputs[step])) <= 0.0,
-                "{what}: scaled input"
-            );
-            let noise = run.noises.get(step).map(|n| tensor(n));
-            sample = scheduler
-                .step(&tensor(&run.model_outputs[step]), step, &sample, noise.as_ref())
-                .unwrap();
-            let (actual, expected) = (to_f64(&sample), widen(&run.samples[step]));
-            assert!(
-                excess(&actual, &expected) <= 0.0,
-                "{what}: {actual:?} vs {expected:?}"
-            );
-            let relative = actual
-                .iter()
-                .zip(&expected)
-                .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()));
-            worst = relative.fold(worst, f64::max);
-        }
+        let worst = check_run(&case.scheduler, &config, &case.run, shape);
         println!(
             "{} {:?}: max |diff| / (1 + |expected|) = {worst:.1e}",
             case.scheduler, case.prediction_type
         );
+    }
+}
+
+/// Checks a scheduler's schedule built from `config` against diffusers'.
+fn check_schedule(name: &str, config: &SchedulerConfig, expected: &Schedule, label: &str) {
+    let scheduler = schedulers::build(name, config, expected.steps).unwrap();
+    let what = format!("{label}: {name} with {} steps", expected.steps);
+    let timesteps = scheduler.timesteps();
+    assert_eq!(timesteps.len(), expected.timesteps.len(), "{what}");
+    for (a, b) in timesteps.iter().zip(&expected.timesteps) {
+        assert!(
+            (a - b).abs() < 1e-3,
+            "{what}: timesteps {timesteps:?} vs {:?}",
+            expected.timesteps
+        );
+    }
+    match (scheduler.sigmas(), &expected.sigmas) {
+        (Some(actual), Some(sigmas)) => {
+            assert!(
+                excess(actual, sigmas) <= 0.0,
+                "{what}: sigmas {actual:?} vs {sigmas:?}"
+            )
+        }
+        (None, None) => {}
+        (actual, sigmas) => panic!("{what}: sigmas {actual:?} vs {sigmas:?}"),
+    }
+    let init = scheduler.init_noise_sigma();
+    assert!(
+        excess(&[init], &[expected.init_noise_sigma]) <= 0.0,
+        "{what}: init noise sigma {init}"
+    );
+}
+
+/// Runs a scheduler built from `config` on a recorded run's tensors; the worst relative difference.
+fn check_run(name: &str, config: &SchedulerConfig, run: &Run, shape: &[usize]) -> f64 {
+    let tensor = |v: &[f32]| Tensor::from_slice(v, shape, &Device::Cpu).unwrap();
+    let mut scheduler = schedulers::build(name, config, run.samples.len()).unwrap();
+    assert_eq!(scheduler.needs_noise(), !run.noises.is_empty(), "{name}");
+    let mut sample = (tensor(&run.initial_noise) * scheduler.init_noise_sigma()).unwrap();
+    let mut worst = 0.0f64;
+    for step in 0..run.samples.len() {
+        let what = format!("{name} {:?} step {step}", config.prediction_type);
+        let scaled = scheduler.scale_model_input(&sample, step).unwrap();
+        assert!(
+            excess(&to_f64(&scaled), &widen(&run.scaled_inputs[step])) <= 0.0,
+            "{what}: scaled input"
+        );
+        let noise = run.noises.get(step).map(|n| tensor(n));
+        sample = scheduler
+            .step(&tensor(&run.model_outputs[step]), step, &sample, noise.as_ref())
+            .unwrap();
+        let (actual, expected) = (to_f64(&sample), widen(&run.samples[step]));
+        assert!(
+            excess(&actual, &expected) <= 0.0,
+            "{what}: {actual:?} vs {expected:?}"
+        );
+        let relative = actual
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()));
+        worst = relative.fold(worst, f64::max);
+    }
+    worst
+}
+
+#[derive(Deserialize)]
+struct ConfigFixture {
+    shape: Vec<usize>,
+    configs: Vec<ModelConfig>,
+}
+
+#[derive(Deserialize)]
+struct ModelConfig {
+    label: String,
+    config: serde_json::Value,
+    cases: Vec<ConfigCase>,
+}
+
+#[derive(Deserialize)]
+struct ConfigCase {
+    scheduler: String,
+    schedules: Vec<Schedule>,
+    run: Run,
+}
+
+/// A sampler chosen by name keeps what the model's own config says (beta schedule, `timestep_spacing`,
+/// `steps_offset`, prediction type), as diffusers' `Sampler.from_config(pipe.scheduler.config)` does:
+/// recorded by `scripts/reference/sd_scheduler_configs.py` for SD 2.1, SDXL Turbo, SDXL and linear-beta
+/// config files.
+#[test]
+fn a_named_sampler_takes_the_model_config_as_diffusers_from_config_does() {
+    let json = std::fs::read_to_string(format!("{FIXTURES}/scheduler-configs.json")).unwrap();
+    let fixture: ConfigFixture = serde_json::from_str(&json).unwrap();
+    assert_eq!(fixture.configs.len(), 4);
+    for model in &fixture.configs {
+        let config = SchedulerConfig::from_json(&model.config.to_string()).unwrap();
+        assert_eq!(model.cases.len(), 6, "{}", model.label);
+        for case in &model.cases {
+            for expected in &case.schedules {
+                check_schedule(&case.scheduler, &config, expected, &model.label);
+            }
+            let worst = check_run(&case.scheduler, &config, &case.run, &fixture.shape);
+            println!(
+                "{} {}: max |diff| / (1 + |expected|) = {worst:.1e}",
+                model.label, case.scheduler
+            );
+        }
     }
 }
 

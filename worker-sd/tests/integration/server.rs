@@ -168,6 +168,7 @@ async fn the_stream_carries_progress_previews_and_images() {
 #[tokio::test]
 async fn bad_input_is_a_400_naming_the_field() {
     let server = TestServer::start().await;
+    let (_dir, misshapen) = crate::lora::misshapen();
     let image = png_base64(&image::RgbImage::new(64, 64));
     let cases = [
         (json!({"prompt": "x", "image": "not base64!"}), "image"),
@@ -188,6 +189,17 @@ async fn bad_input_is_a_400_naming_the_field() {
         (json!({"prompt": "x", "strength": 2.0}), "strength"),
         (json!({"prompt": "x", "scheduler": "nope"}), "scheduler"),
         (json!({"prompt": "x", "n": 100}), "n"),
+        // A LoRA whose tensors do not fit the model, and an embedding that does not exist: 400s before
+        // the request queues, on the stream too.
+        (
+            json!({"prompt": "x", "loras": [{"model": misshapen, "weight": 1.0}]}),
+            "loras",
+        ),
+        (json!({"prompt": format!("x <lora:{misshapen}:0.5>")}), "loras"),
+        (
+            json!({"prompt": "x", "negative_prompt": "embedding:nothing"}),
+            "embeddings",
+        ),
     ];
     for (body, field) in cases {
         for path in ["/v1/images/generations", "/v1/images/stream"] {
