@@ -1,10 +1,19 @@
-//! worker-llm's OpenAI request bodies: any bytes deserialize to a request or fail with an error.
-//! (Its `parse` into engine parameters takes `serve::request::Input`, which the crate does not export.)
+//! worker-llm's OpenAI and native request bodies: any bytes deserialize to a request or fail with an
+//! error, and a request that deserializes is checked for every route's input without a panic; what the
+//! checks accept is within the documented ranges (the engine's own validation agrees with them).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use worker_llm::serve::GenerateRequest;
+use worker_llm::serve::{GenerateRequest, Input, MAX_CHOICES};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = serde_json::from_slice::<GenerateRequest>(data);
+    for input in [Input::Chat, Input::Text, Input::Either] {
+        let Ok(request) = serde_json::from_slice::<GenerateRequest>(data) else {
+            return;
+        };
+        if let Ok(parsed) = request.parse(input) {
+            assert!((1..=MAX_CHOICES as usize).contains(&parsed.n));
+            assert!(parsed.params.validate().is_ok(), "{:?}", parsed.params);
+        }
+    }
 });

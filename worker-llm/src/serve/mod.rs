@@ -16,7 +16,7 @@ use artifacts_contract::{DeviceKind, WorkerKind};
 use worker_runtime::{ServeArgs, ServeError, Server, WorkerError, WorkerInfo};
 
 pub use backend::{LlmBackend, LlmJob, PromptEncoder, TokenOutput};
-pub use request::GenerateRequest;
+pub use request::{GenerateRequest, Input, MAX_CHOICES};
 pub use routes::routes;
 
 use crate::error::LlmError;
