@@ -14,10 +14,12 @@
 //! is shared: request validation ([`request`]), seeds per image, progress and cancellation
 //! ([`pipeline::generate`]), PNGs with their parameters ([`output`]), the CLI and the HTTP server.
 
+pub mod cpu;
 pub mod device;
 pub mod embeddings;
 pub mod error;
 pub mod flux;
+pub mod layers;
 pub mod loading;
 pub mod lora;
 pub mod noise;

@@ -5,9 +5,9 @@
 //! and give latents in that space, so callers never see the raw VAE space.
 
 use super::{FluxError, Result};
+use crate::layers::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use serde::Deserialize;
 use std::collections::HashMap;
 

@@ -14,7 +14,7 @@ use crate::request::ValidRequest;
 /// The final latents of one image.
 pub(super) fn run(
     p: &SdPipeline,
-    unet: &candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel,
+    unet: &crate::layers::unet_2d::UNet2DConditionModel,
     request: &ValidRequest,
     context: &Tensor,
     index: u32,

@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::layers::unet_2d::UNet2DConditionModel;
 use artifacts_contract::{ImageBase, ImageVariant};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use image::RgbImage;
 
 use crate::embeddings::ActiveEmbedding;

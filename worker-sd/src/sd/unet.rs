@@ -1,7 +1,7 @@
 //! The UNet of SD 1.x/2.x from a diffusers `unet/config.json`, built with candle-transformers'
 //! `UNet2DConditionModel`.
 
-use candle_transformers::models::stable_diffusion::unet_2d::{BlockConfig, UNet2DConditionModelConfig};
+use crate::layers::unet_2d::{BlockConfig, UNet2DConditionModelConfig};
 use serde::Deserialize;
 
 /// A diffusers field that is one value for every block or one per block.

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
+use crate::layers::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use serde::Deserialize;
 
 /// The fields of diffusers' `AutoencoderKL` config the model needs.
@@ -119,15 +119,92 @@ impl Vae {
         self.model.encode(image)?.sample()
     }
 
-    /// Latents as the UNet makes them (scaled) -> image in [-1, 1].
+    /// Latents as the UNet makes them (scaled) -> image in [-1, 1]. Latents larger than
+    /// [`TILE_ABOVE`] on a side (images past 1024 pixels) are decoded in tiles.
     pub fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
-        self.model.decode(&(latents / self.config.scaling_factor)?)
+        let latents = (latents / self.config.scaling_factor)?;
+        let (_, _, h, w) = latents.dims4()?;
+        if h.max(w) > TILE_ABOVE {
+            self.decode_tiled(&latents, TILE_LATENTS)
+        } else {
+            self.model.decode(&latents)
+        }
     }
 
     /// Latents already divided by the scaling factor -> image, as diffusers' `vae.decode`.
     pub fn decode_unscaled(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         self.model.decode(latents)
     }
+
+    /// Unscaled latents -> image, decoded in tiles of `tile` latents as diffusers' `enable_vae_tiling`
+    /// (`AutoencoderKL.tiled_decode`): tiles overlap by a quarter, each tile's first quarter is blended
+    /// linearly with the tiles above and to its left, and only the first three quarters of each are kept.
+    /// Memory is that of one tile's decode, whatever the image size.
+    pub fn decode_tiled(&self, latents: &Tensor, tile: usize) -> candle_core::Result<Tensor> {
+        let (_, _, h, w) = latents.dims4()?;
+        let scale = self.config.scale();
+        let step = tile - tile / 4;
+        let blend = tile * scale / 4;
+        let keep = tile * scale - blend;
+        let mut rows: Vec<Vec<Tensor>> = Vec::new();
+        for i in (0..h).step_by(step) {
+            let mut row = Vec::new();
+            for j in (0..w).step_by(step) {
+                let part = latents
+                    .narrow(2, i, tile.min(h - i))?
+                    .narrow(3, j, tile.min(w - j))?;
+                let mut decoded = self.model.decode(&part.contiguous()?)?;
+                if let Some(above) = rows.last().and_then(|r: &Vec<Tensor>| r.get(row.len())) {
+                    decoded = blend_edge(above, &decoded, blend, 2)?;
+                }
+                if let Some(left) = row.last() {
+                    decoded = blend_edge(left, &decoded, blend, 3)?;
+                }
+                row.push(decoded);
+            }
+            rows.push(row);
+        }
+        let kept = rows
+            .iter()
+            .map(|row| {
+                let parts = row
+                    .iter()
+                    .map(|t| {
+                        let (_, _, th, tw) = t.dims4()?;
+                        t.narrow(2, 0, keep.min(th))?.narrow(3, 0, keep.min(tw))
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 3)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&kept, 2)
+    }
+}
+
+/// Latent side above which [`Vae::decode`] decodes in tiles (1024-pixel images are still decoded whole).
+pub const TILE_ABOVE: usize = 128;
+/// Tile side in latents: 512 pixels, as diffusers' tiling for SD 1.x.
+pub const TILE_LATENTS: usize = 64;
+
+/// `b` with its first `extent` rows (`dim` 2) or columns (`dim` 3) faded in from the last ones of `a`:
+/// diffusers' `blend_v` and `blend_h`.
+fn blend_edge(a: &Tensor, b: &Tensor, extent: usize, dim: usize) -> candle_core::Result<Tensor> {
+    let extent = extent.min(a.dim(dim)?).min(b.dim(dim)?);
+    if extent == 0 {
+        return Ok(b.clone());
+    }
+    let ramp: Vec<f32> = (0..extent).map(|y| y as f32 / extent as f32).collect();
+    let shape = if dim == 2 {
+        (1, 1, extent, 1)
+    } else {
+        (1, 1, 1, extent)
+    };
+    let ramp = Tensor::from_vec(ramp, shape, b.device())?.to_dtype(b.dtype())?;
+    let tail = a.narrow(dim, a.dim(dim)? - extent, extent)?;
+    let head = b.narrow(dim, 0, extent)?;
+    let faded = (tail.broadcast_mul(&(1.0 - &ramp)?)? + head.broadcast_mul(&ramp)?)?;
+    let rest = b.narrow(dim, extent, b.dim(dim)? - extent)?;
+    Tensor::cat(&[&faded, &rest], dim)
 }
 
 /// Makes the encoder's last layer (`layer`: `quant_conv`, or `encoder.conv_out` where there is none)

@@ -4,17 +4,18 @@
 //! SDXL adds to the timestep embedding an embedding of the second text encoder's pooled, projected output
 //! and of six "time ids" (original size, crop top-left, target size), each id sinusoidally embedded. candle's
 //! model has no place for it (it ignores `add_embedding.*`), so its outputs differ from diffusers'; this is
-//! the same model built from candle's public blocks, with that term added.
+//! the same model built from the same blocks (worker-sd's copies, [`crate::layers`]), with that term added.
 
 use super::{Result, SdxlError};
+use crate::layers::blocks::{UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig};
+use crate::layers::unet_blocks::{
+    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
+    DownBlock2D, DownBlock2DConfig, UpBlock2D, UpBlock2DConfig,
+};
+use crate::layers::{Conv2d, GroupNorm, conv2d, group_norm};
 use candle_core::{Module, Tensor};
 use candle_nn as nn;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
-    DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig, UpBlock2D,
-    UpBlock2DConfig,
-};
 use serde::Deserialize;
 
 /// The fields of diffusers' `unet/config.json` an SDXL-shaped UNet is built from.
@@ -137,15 +138,15 @@ pub struct AddedCond<'a> {
 
 /// A UNet built from a diffusers config, with SDXL's added conditioning when the config asks for it.
 pub struct Unet {
-    conv_in: nn::Conv2d,
+    conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     add: Option<AddedEmbedding>,
     down_blocks: Vec<DownBlock>,
     mid_block: UNetMidBlock2DCrossAttn,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
 }
 
 impl Unet {
@@ -170,7 +171,7 @@ impl Unet {
             padding: 1,
             ..Default::default()
         };
-        let conv_in = nn::conv2d(c.in_channels, b_channels, 3, conv_cfg, vs.pp("conv_in"))?;
+        let conv_in = conv2d(c.in_channels, b_channels, 3, conv_cfg, vs.pp("conv_in"))?;
         let time_proj = Timesteps::new(b_channels, c.flip_sin_to_cos, c.freq_shift);
         let time_embedding = TimestepEmbedding::new(vs.pp("time_embedding"), b_channels, time_embed_dim)?;
         let add = match c.addition_embed_type.as_deref() {
@@ -304,9 +305,8 @@ impl Unet {
             up_blocks.push(block);
         }
 
-        let conv_norm_out =
-            nn::group_norm(c.norm_num_groups, b_channels, c.norm_eps, vs.pp("conv_norm_out"))?;
-        let conv_out = nn::conv2d(b_channels, c.out_channels, 3, conv_cfg, vs.pp("conv_out"))?;
+        let conv_norm_out = group_norm(c.norm_num_groups, b_channels, c.norm_eps, vs.pp("conv_norm_out"))?;
+        let conv_out = conv2d(b_channels, c.out_channels, 3, conv_cfg, vs.pp("conv_out"))?;
         Ok(Unet {
             conv_in,
             time_proj,
@@ -392,7 +392,7 @@ impl Unet {
                 }
             };
         }
-        let xs = nn::ops::silu(&self.conv_norm_out.forward(&xs)?)?;
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
         Ok(self.conv_out.forward(&xs)?)
     }
 }

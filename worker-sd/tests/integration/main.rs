@@ -7,3 +7,4 @@ mod rng;
 mod schedulers;
 mod server;
 mod tiny_sd15;
+mod vae_tiling;

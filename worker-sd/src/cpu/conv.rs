@@ -1,0 +1,206 @@
+//! 2D convolution (NCHW, groups 1, dilation 1) as GEMMs: the weights `(c_out, c_in * kh * kw)` as they are
+//! stored, times im2col tiles of the input (the input itself for 1x1 kernels), written straight into the
+//! NCHW output after its bias.
+
+use super::{SharedOut, for_items, gemm, with_scratch, with_slice};
+use candle_core::{Result, Tensor};
+
+/// Output columns (pixels) per im2col tile: large enough for the GEMM to run at speed, small enough for
+/// the tile to stay in cache and for the tiles to spread over the threads.
+const TILE_COLUMNS: usize = 256;
+
+/// `conv2d(x, weight) + bias` for float32 CPU tensors: `x` `(b, c_in, h, w)`, `weight`
+/// `(c_out, c_in, kh, kw)`, `bias` `(c_out)`.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let weight = weight.contiguous()?;
+    let (b, c_in, h, w) = x.dims4()?;
+    let (c_out, c_in_w, kh, kw) = weight.dims4()?;
+    if c_in != c_in_w || stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
+        candle_core::bail!(
+            "conv2d: input {:?} does not fit weight {:?} (stride {stride}, padding {padding})",
+            x.dims(),
+            weight.dims()
+        );
+    }
+    let (oh, ow) = (
+        (h + 2 * padding - kh) / stride + 1,
+        (w + 2 * padding - kw) / stride + 1,
+    );
+    let pixels = oh * ow;
+    let mut out = vec![0f32; b * c_out * pixels];
+    if let Some(bias) = bias {
+        with_slice(&bias.contiguous()?, |bias| {
+            // Planes cycle through the output channels, batch after batch.
+            for (i, plane) in out.chunks_exact_mut(pixels).enumerate() {
+                plane.fill(bias[i % c_out]);
+            }
+        })?;
+    }
+    let geometry = Geometry {
+        c_in,
+        h,
+        w,
+        kh,
+        kw,
+        stride,
+        padding,
+        oh,
+        ow,
+        c_out,
+    };
+    with_slice(&x, |xs| {
+        with_slice(&weight, |ws| geometry.run(b, xs, ws, &mut out, bias.is_some()))
+    })???;
+    Tensor::from_vec(out, (b, c_out, oh, ow), x.device())
+}
+
+/// The sizes of one convolution.
+struct Geometry {
+    c_in: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+    oh: usize,
+    ow: usize,
+    c_out: usize,
+}
+
+impl Geometry {
+    fn run(&self, b: usize, xs: &[f32], ws: &[f32], out: &mut [f32], read_dst: bool) -> Result<()> {
+        let pixels = self.oh * self.ow;
+        let k = self.c_in * self.kh * self.kw;
+        let rows_per_tile = TILE_COLUMNS.div_ceil(self.ow).clamp(1, self.oh);
+        let tiles = self.oh.div_ceil(rows_per_tile);
+        let items = b * tiles;
+        let direct = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0;
+        let dst = SharedOut(out.as_mut_ptr());
+        for_items(items, |item, parallel_gemm| {
+            let (bi, tile) = (item / tiles, item % tiles);
+            let row0 = tile * rows_per_tile;
+            let rows = rows_per_tile.min(self.oh - row0);
+            let cols = rows * self.ow;
+            let input = &xs[bi * self.c_in * self.h * self.w..][..self.c_in * self.h * self.w];
+            let dst = dst;
+            let multiply = |rhs: *const f32, rhs_rs: usize| {
+                // SAFETY: the tile's output block (all channels, pixels row0*ow .. +cols of image bi) is
+                // written by this item only; weights, input and im2col tile cover what their strides say.
+                unsafe {
+                    gemm(
+                        (self.c_out, cols, k),
+                        (dst.0.add(bi * self.c_out * pixels + row0 * self.ow), pixels, 1),
+                        (ws.as_ptr(), k, 1),
+                        (rhs, rhs_rs, 1),
+                        read_dst,
+                        1.0,
+                        parallel_gemm,
+                    )
+                }
+            };
+            if direct {
+                multiply(input[row0 * self.ow..].as_ptr(), self.h * self.w);
+            } else {
+                with_scratch(k * cols, |col| {
+                    self.im2col(input, row0, rows, col);
+                    multiply(col.as_ptr(), cols);
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// Writes into `col` the `(c_in * kh * kw, rows * ow)` patch matrix of output rows `row0 .. row0 + rows`.
+    fn im2col(&self, input: &[f32], row0: usize, rows: usize, col: &mut [f32]) {
+        let cols = rows * self.ow;
+        let pad = self.padding as isize;
+        for (r, patch_row) in col.chunks_exact_mut(cols).enumerate() {
+            let (ci, dy, dx) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
+            let plane = &input[ci * self.h * self.w..][..self.h * self.w];
+            // Output x whose input x = x * stride + dx - pad lies inside the row.
+            let x_lo = ((pad - dx as isize).max(0) as usize).div_ceil(self.stride);
+            let x_hi = ((self.w as isize + pad - dx as isize + self.stride as isize - 1)
+                / self.stride as isize)
+                .clamp(0, self.ow as isize) as usize;
+            for (ty, seg) in patch_row.chunks_exact_mut(self.ow).enumerate() {
+                let in_y = ((row0 + ty) * self.stride + dy) as isize - pad;
+                if in_y < 0 || in_y >= self.h as isize || x_lo >= x_hi {
+                    seg.fill(0.0); // padding
+                    continue;
+                }
+                seg[..x_lo].fill(0.0);
+                seg[x_hi..].fill(0.0);
+                let src = &plane[in_y as usize * self.w..][..self.w];
+                let first = (x_lo * self.stride + dx) - self.padding;
+                if self.stride == 1 {
+                    seg[x_lo..x_hi].copy_from_slice(&src[first..first + (x_hi - x_lo)]);
+                } else {
+                    for (j, v) in seg[x_lo..x_hi].iter_mut().enumerate() {
+                        *v = src[first + j * self.stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::testing::{max_diff, random};
+    use candle_core::Module;
+
+    fn candle(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Tensor {
+        let config = candle_nn::Conv2dConfig {
+            stride,
+            padding,
+            ..Default::default()
+        };
+        candle_nn::Conv2d::new(w.clone(), Some(bias.clone()), config)
+            .forward(x)
+            .expect("candle's conv2d runs")
+    }
+
+    #[test]
+    fn matches_candle_on_the_shapes_the_models_use() {
+        // (batch, c_in, h, w, c_out, kernel, stride, padding): 3x3 same, 1x1, strided downsampling
+        // (padding 1 and, as the VAE encoder's, 0), odd sizes and more rows than one tile.
+        let cases = [
+            (2, 8, 9, 7, 6, 3, 1, 1),
+            (1, 5, 33, 40, 7, 1, 1, 0),
+            (2, 6, 16, 16, 4, 3, 2, 1),
+            (1, 3, 17, 15, 5, 3, 2, 0),
+            (1, 4, 70, 70, 3, 3, 1, 1),
+        ];
+        for (i, &(b, ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
+            let x = random(&[b, ci, h, w], i as u64);
+            let weight = random(&[co, ci, k, k], 100 + i as u64);
+            let bias = random(&[co], 200 + i as u64);
+            let ours = conv2d(&x, &weight, Some(&bias), s, p).expect("the kernel runs");
+            let theirs = candle(&x, &weight, &bias, s, p);
+            let diff = max_diff(&ours, &theirs);
+            assert!(diff < 1e-4, "case {i}: max difference {diff}");
+            let plain = conv2d(&x, &weight, None, s, p).expect("the kernel runs");
+            let unbiased = theirs
+                .broadcast_sub(&bias.reshape((1, co, 1, 1)).unwrap())
+                .unwrap();
+            assert!(max_diff(&plain, &unbiased) < 1e-4, "case {i} without bias");
+        }
+    }
+
+    #[test]
+    fn a_mismatched_weight_is_an_error() {
+        let x = random(&[1, 3, 8, 8], 1);
+        let weight = random(&[4, 5, 3, 3], 2);
+        let err = conv2d(&x, &weight, None, 1, 1).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+}

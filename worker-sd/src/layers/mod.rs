@@ -1,0 +1,93 @@
+//! The layers of the SD 1.x/2.x and SDXL UNets and of the SD VAE: candle-transformers' `stable_diffusion`
+//! modules (`attention.rs`, `resnet.rs`, `unet_2d_blocks.rs`, `unet_2d.rs`, `vae.rs`, MIT/Apache-2.0,
+//! version 0.11.1), with the same tensor names and results, whose convolutions, GroupNorm (+ SiLU) and
+//! attention run on worker-sd's CPU kernels ([`crate::cpu`]) for float32 CPU tensors and on Candle's ops
+//! everywhere else (CUDA, Metal, float16).
+
+pub mod attention;
+pub mod blocks;
+pub mod resnet;
+pub mod unet_2d;
+pub mod unet_blocks;
+pub mod vae;
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn as nn;
+
+use crate::cpu;
+
+/// A 2D convolution with bias, from diffusers' `weight` and `bias`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    inner: nn::Conv2d,
+    config: nn::Conv2dConfig,
+}
+
+/// A convolution of `kernel_size` from `vs`'s `weight` and `bias`, as `candle_nn::conv2d`.
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: usize,
+    config: nn::Conv2dConfig,
+    vs: nn::VarBuilder,
+) -> Result<Conv2d> {
+    Ok(Conv2d {
+        inner: nn::conv2d(in_channels, out_channels, kernel_size, config, vs)?,
+        config,
+    })
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        if cpu::applies(xs) && c.groups == 1 && c.dilation == 1 {
+            cpu::conv::conv2d(xs, self.inner.weight(), self.inner.bias(), c.stride, c.padding)
+        } else {
+            self.inner.forward(xs)
+        }
+    }
+}
+
+/// GroupNorm, and GroupNorm followed by SiLU in one pass.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    inner: nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+/// GroupNorm of `channels` in `groups` from `vs`'s `weight` and `bias`, as `candle_nn::group_norm`.
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vs: nn::VarBuilder) -> Result<GroupNorm> {
+    let weight = vs.get_with_hints(channels, "weight", nn::Init::Const(1.))?;
+    let bias = vs.get_with_hints(channels, "bias", nn::Init::Const(0.))?;
+    Ok(GroupNorm {
+        inner: nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
+        weight,
+        bias,
+        groups,
+        eps,
+    })
+}
+
+impl GroupNorm {
+    /// `silu(group_norm(xs))`: what every resnet and the models' output heads apply.
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        if cpu::applies(xs) {
+            cpu::norm::group_norm(xs, self.groups, self.eps, &self.weight, &self.bias, true)
+        } else {
+            nn::ops::silu(&self.inner.forward(xs)?)
+        }
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if cpu::applies(xs) {
+            cpu::norm::group_norm(xs, self.groups, self.eps, &self.weight, &self.bias, false)
+        } else {
+            self.inner.forward(xs)
+        }
+    }
+}
