@@ -42,7 +42,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                     let q0 = &qs[(bi * nq + row0) * width + h * d..];
                     let k0 = &ks[bi * nk * width + h * d..];
                     let v0 = &vs[bi * nk * width + h * d..];
-                    let dst = dst;
+                    let dst = &dst;
                     with_scratch(m * nk, |scores| {
                         // SAFETY: scores is m x nk; q0 holds m rows of d at stride width, k0 and v0 nk rows;
                         // the output rows (bi, row0..row0+m, head h) belong to this item only.

@@ -90,7 +90,7 @@ impl Geometry {
             let rows = rows_per_tile.min(self.oh - row0);
             let cols = rows * self.ow;
             let input = &xs[bi * self.c_in * self.h * self.w..][..self.c_in * self.h * self.w];
-            let dst = dst;
+            let dst = &dst;
             let multiply = |rhs: *const f32, rhs_rs: usize| {
                 // SAFETY: the tile's output block (all channels, pixels row0*ow .. +cols of image bi) is
                 // written by this item only; weights, input and im2col tile cover what their strides say.
