@@ -1,14 +1,16 @@
 //! Every safetensors architecture against transformers: tiny random models made by
 //! `scripts/reference/llm_fixtures.py`, their float32 reference logits for a prompt and greedy decode
-//! steps committed beside them. Tolerance: 5e-3 absolute on every logit (float32 on both sides; the
-//! differences are summation order: about 1e-5 for most, 1.5e-3 for gemma2's soft-capped logits).
+//! steps committed beside them. Tolerance: 1e-2 absolute on every logit. The weights are float32 on
+//! both sides, but on the CPU every architecture here except Phi-2 runs on the batched decoder, whose KV
+//! cache is f16 (as llama.cpp's): that costs up to about 6e-3 (gemma, whose embedding is scaled by
+//! sqrt(width)); Candle's Phi-2 with its f32 cache agrees to about 1e-5.
 
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use worker_llm::{ModelFiles, ModelMeta, models};
 
-const TOLERANCE: f32 = 5e-3;
+const TOLERANCE: f32 = 1e-2;
 
 #[derive(serde::Deserialize)]
 struct Reference {

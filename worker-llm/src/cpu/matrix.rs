@@ -132,9 +132,21 @@ pub enum Unsupported {
     Type(GgmlDType),
     /// Stacked tensors of different types.
     MixedTypes,
+    /// Something of the architecture this module does not do (a rotary scaling, a tensor dtype).
+    Feature(String),
 }
 
 impl Matrix {
+    /// A matrix of f32 rows (`data` is `rows * cols` long), as HuggingFace checkpoints give them.
+    pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
+        assert_eq!(data.len(), rows * cols, "a {rows} x {cols} matrix");
+        Matrix::F32(Rows {
+            blocks: data,
+            rows,
+            cols,
+        })
+    }
+
     /// Reads the named tensors, stacked by rows, into one matrix. `Ok(Err(..))` when this module
     /// cannot hold them; `Err` when the file is broken.
     pub fn load(

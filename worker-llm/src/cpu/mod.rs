@@ -33,6 +33,12 @@ pub struct Linear {
     parts: Vec<Matrix>,
 }
 
+impl From<Matrix> for Linear {
+    fn from(m: Matrix) -> Linear {
+        Linear { parts: vec![m] }
+    }
+}
+
 impl Linear {
     /// Reads `names` in order; their outputs follow each other in each output row.
     pub fn load(

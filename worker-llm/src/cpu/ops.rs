@@ -144,11 +144,32 @@ pub fn cache_row(blocks: &[usize], pos: usize, kv_width: usize) -> usize {
     (blocks[pos / BLOCK_TOKENS] * BLOCK_TOKENS + pos % BLOCK_TOKENS) * kv_width
 }
 
+/// How one attention call turns query-key products into weights.
+#[derive(Clone, Copy)]
+pub struct Scores {
+    /// Multiplies each product (1/sqrt(head_dim) for most models).
+    pub scale: f32,
+    /// `cap * tanh(score / cap)` after scaling (Gemma 2's attention soft-capping).
+    pub softcap: Option<f32>,
+    /// A row sees only its own position and the `window - 1` before it (sliding-window layers).
+    pub window: Option<usize>,
+}
+
+impl Scores {
+    /// Plain causal attention: 1/sqrt(`head_dim`), no cap, no window.
+    pub fn causal(head_dim: usize) -> Scores {
+        Scores {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+            window: None,
+        }
+    }
+}
+
 /// Causal attention of a batch's query rows over their sequences' paged f16 caches (one row of
 /// `kv * dim` per position, see [`cache_row`]), keys and values of every row's position already
 /// written. `q` rows are `q_stride` apart; `out` gets one row of `q * dim` per query row. Work items are
-/// (row, key/value head): each key and value is converted once for the query heads of its group. With
-/// a `window`, a row sees only its own position and the `window - 1` before it (sliding-window layers).
+/// (row, key/value head): each key and value is converted once for the query heads of its group.
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     q: &[f32],
@@ -157,13 +178,17 @@ pub fn paged_attention(
     keys: &[f16],
     values: &[f16],
     heads: Heads,
-    window: Option<usize>,
+    how: Scores,
     out: &mut [f32],
 ) {
     let Heads { q: nq, kv: nkv, dim } = heads;
+    let Scores {
+        scale,
+        softcap,
+        window,
+    } = how;
     let group = nq / nkv;
     let kv_width = nkv * dim;
-    let scale = 1.0 / (dim as f32).sqrt();
     let out_ptr = SharedOut(out.as_mut_ptr());
     pool().execute_chunked(rows.len() * nkv, |items| {
         let out_ptr = &out_ptr;
@@ -183,6 +208,9 @@ pub fn paged_attention(
                 for (h, qh) in qs.chunks_exact(dim).enumerate() {
                     scores[h * visible + j] = dot(qh, &kv_row) * scale;
                 }
+            }
+            if let Some(cap) = softcap {
+                scores.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
             }
             for s in scores.chunks_exact_mut(visible) {
                 let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -231,7 +259,16 @@ mod tests {
         let mut out = [0.0; 2];
         let heads = Heads { q: 1, kv: 1, dim: 2 };
         let rows = [RowPos { blocks: &[1], pos: 1 }];
-        paged_attention(&q, 2, &rows, &f16s(&keys), &f16s(&values), heads, None, &mut out);
+        paged_attention(
+            &q,
+            2,
+            &rows,
+            &f16s(&keys),
+            &f16s(&values),
+            heads,
+            Scores::causal(heads.dim),
+            &mut out,
+        );
         let s = (2.0f32 / 2f32.sqrt()).exp();
         assert!((out[0] - 1.0 / (1.0 + s)).abs() < 1e-3);
         assert!((out[1] - s / (1.0 + s)).abs() < 1e-3);
@@ -259,7 +296,16 @@ mod tests {
             pos: 16,
         }];
         let heads = Heads { q: 2, kv: 1, dim };
-        paged_attention(&q, 4, &rows, &f16s(&keys), &f16s(&values), heads, None, &mut out);
+        paged_attention(
+            &q,
+            4,
+            &rows,
+            &f16s(&keys),
+            &f16s(&values),
+            heads,
+            Scores::causal(heads.dim),
+            &mut out,
+        );
         for h in out.chunks_exact(2) {
             assert!((h[0] - 16.0).abs() < 1e-2 && (h[1] - 1.0).abs() < 1e-3, "{out:?}");
         }
@@ -268,7 +314,16 @@ mod tests {
             blocks: &blocks,
             pos: 15,
         }];
-        paged_attention(&q, 4, &rows, &f16s(&keys), &f16s(&values), heads, None, &mut out);
+        paged_attention(
+            &q,
+            4,
+            &rows,
+            &f16s(&keys),
+            &f16s(&values),
+            heads,
+            Scores::causal(heads.dim),
+            &mut out,
+        );
         assert!((out[0] - 7.5).abs() < 1e-2, "{out:?}");
         // A window of 4 at position 15 sees positions 12..=15 only: the mean of their values.
         paged_attention(
@@ -278,7 +333,10 @@ mod tests {
             &f16s(&keys),
             &f16s(&values),
             heads,
-            Some(4),
+            Scores {
+                window: Some(4),
+                ..Scores::causal(heads.dim)
+            },
             &mut out,
         );
         assert!((out[0] - 13.5).abs() < 1e-2, "{out:?}");

@@ -1,9 +1,11 @@
-//! GGUF Phi-3, Phi-3.5 and Phi-4 on `candle_transformers::models::quantized_phi3`.
+//! GGUF Phi-3, Phi-3.5 and Phi-4: on the CPU, the crate's batched decoder ([`super::decoder`]);
+//! on GPUs and for long-context (LongRoPE) files, `candle_transformers::models::quantized_phi3`.
 
 use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
 use candle_transformers::models::quantized_phi3::ModelWeights;
 
+use super::decoder::{self, Spec};
 use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::Result;
 
@@ -17,6 +19,9 @@ pub const ARCHITECTURE: Architecture = Architecture {
 
 fn load(ctx: &LoadContext) -> Result<LoadedModel> {
     let (content, mut file) = ctx.gguf()?;
+    if let Some(model) = decoder::on_cpu(Spec::PHI3, ctx, &content, &file)? {
+        return Ok(model);
+    }
     Ok(Adapted::boxed(
         ModelWeights::from_gguf(false, content, &mut file, ctx.device)?,
         ctx,

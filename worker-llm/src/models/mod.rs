@@ -1,10 +1,12 @@
 //! The model trait every architecture implements, and the registry that picks one from the files.
 //!
 //! # Adding an architecture
-//! 1. Write `src/models/<format>_<name>.rs` (copy the closest one): an `impl CandleModel` for the Candle
-//!    type (its forward and its cache reset), a loader that builds it and boxes it with
-//!    [`Adapted::boxed`], and `pub const ARCHITECTURE: Architecture` naming the contract family, the
-//!    weight format, the names found in the files and the loader.
+//! 1. Write `src/models/<format>_<name>.rs` (copy the closest one): a loader that runs the model on the
+//!    batched CPU decoder (`decoder::on_cpu` for GGUF, `decoder::safetensors_on_cpu`, with the
+//!    architecture's `decoder::Spec`: add one there if no existing one describes it), else, for GPUs,
+//!    builds the Candle type and boxes it with [`Adapted::boxed`] (an `impl CandleModel`: its forward and
+//!    its cache reset); and `pub const ARCHITECTURE: Architecture` naming the contract family, the weight
+//!    format, the names found in the files and the loader.
 //! 2. Add `mod <file>;` below and one line `<file>::ARCHITECTURE,` to [`ARCHITECTURES`].
 //!
 //! The test `registry_covers_exactly_the_declared_families` keeps the registry and

@@ -8,6 +8,7 @@ use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
 use candle_transformers::models::gemma3::{Config, Model};
 
+use super::decoder::{self, Spec};
 use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::{LlmError, Result};
 
@@ -20,6 +21,9 @@ pub const ARCHITECTURE: Architecture = Architecture {
 };
 
 fn load(ctx: &LoadContext) -> Result<LoadedModel> {
+    if let Some(model) = decoder::safetensors_on_cpu(Spec::GEMMA3, ctx)? {
+        return Ok(model);
+    }
     let raw: serde_json::Value = ctx.files.config_as()?;
     // Multimodal checkpoints nest the language model's config and prefix its weights.
     let (config, vb) = match raw.get("text_config") {

@@ -6,6 +6,7 @@ use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::llama::{Cache, Config, Llama, LlamaConfig};
 
+use super::decoder::{self, Spec};
 use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::Result;
 
@@ -26,6 +27,9 @@ struct LlamaWithCache {
 }
 
 fn load(ctx: &LoadContext) -> Result<LoadedModel> {
+    if let Some(model) = decoder::safetensors_on_cpu(Spec::LLAMA_HF, ctx)? {
+        return Ok(model);
+    }
     let config: LlamaConfig = ctx.files.config_as()?;
     let config = config.into_config(false);
     let model = Llama::load(ctx.var_builder()?, &config)?;

@@ -4,6 +4,7 @@ use artifacts_contract::{ModelFamily, WeightFormat};
 use candle_core::Tensor;
 use candle_transformers::models::qwen3::{Config, ModelForCausalLM};
 
+use super::decoder::{self, Spec};
 use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
 use crate::error::Result;
 
@@ -16,6 +17,9 @@ pub const ARCHITECTURE: Architecture = Architecture {
 };
 
 fn load(ctx: &LoadContext) -> Result<LoadedModel> {
+    if let Some(model) = decoder::safetensors_on_cpu(Spec::QWEN3, ctx)? {
+        return Ok(model);
+    }
     let config: Config = ctx.files.config_as()?;
     Ok(Adapted::boxed(
         ModelForCausalLM::new(&config, ctx.var_builder()?)?,

@@ -1,31 +1,41 @@
-//! One decoder-only transformer for the GGUF architectures on the CPU, batched over the engine's paged
-//! cache; each architecture is described by how it differs from Llama ([`Spec`]), as llama.cpp's graph
-//! for it does: rotary style and per-layer bases, QK-norm, post-norms, embedding scale, activation,
-//! sliding-window layers, attention biases. Weights stay in their GGML blocks ([`crate::cpu`]).
+//! One decoder-only transformer for every architecture on the CPU, batched over the engine's paged
+//! cache. Each architecture is described by how it differs from Llama ([`Spec`]: rotary style,
+//! QK-norm, post-norms, embedding scale, activation, attention biases), its sizes and its per-layer
+//! attention ([`Hyper`]: grouped heads, rotary bases and scaling, sliding-window layers, soft-capping),
+//! and where its tensors are: a GGUF file ([`gguf`]) or a HuggingFace safetensors checkpoint ([`hf`]),
+//! both read under GGUF's tensor names. Weights stay in their GGML blocks ([`crate::cpu`]).
 
-use candle_core::quantized::gguf_file::Content;
+mod gguf;
+mod hf;
+
 use half::slice::HalfFloatSliceExt;
 
 use crate::batch::kv_cache::{BLOCK_TOKENS, KvPool};
 use crate::batch::{BatchLm, Chunk};
-use crate::cpu::ops::{self, Heads, Rope, RowPos};
-use crate::cpu::{Linear, Matrix, Unsupported, vector};
+use crate::cpu::ops::{self, Heads, Rope, RowPos, Scores};
+use crate::cpu::{Linear, Matrix, Unsupported};
 use crate::error::{LlmError, Result};
-use crate::files::{ModelMeta, gguf_u64};
+use crate::files::ModelMeta;
+
+pub(crate) use gguf::on_cpu;
+pub(crate) use hf::on_cpu as safetensors_on_cpu;
+
+/// A tensor, or why this module cannot hold it (the caller falls back to Candle's model), or an error.
+pub(crate) type Loaded<T> = Result<std::result::Result<T, Unsupported>>;
 
 /// How dimensions are paired by the rotary embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RopeStyle {
     /// (2i, 2i+1): GGML's "normal" rope (Llama GGUF files store Q and K permuted for it).
     Interleaved,
-    /// (i, i + d/2): GPT-NeoX's (Qwen, Gemma, Phi-3).
+    /// (i, i + d/2): GPT-NeoX's (Qwen, Gemma, Phi-3, and every HuggingFace checkpoint).
     Neox,
 }
 
 /// The gated MLP's activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activation {
-    /// SwiGLU (Llama, Qwen).
+    /// SwiGLU (Llama, Qwen, Phi-3).
     Silu,
     /// GeGLU with the tanh approximation (Gemma).
     GeluTanh,
@@ -44,13 +54,16 @@ pub(crate) struct Spec {
     pub(crate) activation: Activation,
     /// Biases on Q, K and V (Qwen2).
     pub(crate) qkv_bias: bool,
-    /// Sliding-window layers: all but every `n`-th layer (Gemma 3: 5 of 6), with their own rotary
-    /// base (`rope.local_freq_base`, default 10000).
+    /// GGUF sliding-window layers: all but every `n`-th layer (Gemma 3: 5 of 6), with their own
+    /// rotary base (`rope.local_freq_base`, default 10000). HuggingFace configs list `layer_types`.
     pub(crate) sliding_pattern: Option<usize>,
+    /// HuggingFace checkpoints store every norm's scale minus one (Gemma's `1 + w`; GGUF files hold
+    /// the sum).
+    pub(crate) norms_minus_one: bool,
 }
 
 impl Spec {
-    /// Llama, Mistral, SmolLM, TinyLlama.
+    /// Llama, Mistral, SmolLM, TinyLlama as GGUF files store them.
     pub(crate) const LLAMA: Spec = Spec {
         rope: RopeStyle::Interleaved,
         qk_norm: false,
@@ -59,7 +72,15 @@ impl Spec {
         activation: Activation::Silu,
         qkv_bias: false,
         sliding_pattern: None,
+        norms_minus_one: false,
     };
+    /// Llama and Mistral as HuggingFace checkpoints store them (Q and K not permuted).
+    pub(crate) const LLAMA_HF: Spec = Spec {
+        rope: RopeStyle::Neox,
+        ..Spec::LLAMA
+    };
+    /// Phi-3 (Q, K and V in one tensor, gate and up in another: the loader takes either).
+    pub(crate) const PHI3: Spec = Spec::LLAMA_HF;
     /// Qwen2 / Qwen2.5.
     pub(crate) const QWEN2: Spec = Spec {
         rope: RopeStyle::Neox,
@@ -72,16 +93,56 @@ impl Spec {
         qk_norm: true,
         ..Spec::LLAMA
     };
-    /// Gemma 3 (text).
-    pub(crate) const GEMMA3: Spec = Spec {
+    /// Gemma (1).
+    pub(crate) const GEMMA: Spec = Spec {
         rope: RopeStyle::Neox,
-        qk_norm: true,
-        post_norms: true,
         embed_scale: true,
         activation: Activation::GeluTanh,
-        qkv_bias: false,
-        sliding_pattern: Some(6),
+        norms_minus_one: true,
+        ..Spec::LLAMA
     };
+    /// Gemma 2 (its soft-capping and alternating sliding layers come from the config).
+    pub(crate) const GEMMA2: Spec = Spec {
+        post_norms: true,
+        ..Spec::GEMMA
+    };
+    /// Gemma 3 (text).
+    pub(crate) const GEMMA3: Spec = Spec {
+        qk_norm: true,
+        post_norms: true,
+        sliding_pattern: Some(6),
+        ..Spec::GEMMA
+    };
+}
+
+/// An architecture's sizes and per-layer attention, read from GGUF metadata or config.json.
+pub(crate) struct Hyper {
+    pub(crate) layers: usize,
+    pub(crate) heads: Heads,
+    pub(crate) eps: f32,
+    pub(crate) rope: Rope,
+    /// The rotary embedding of sliding-window layers, when it differs (Gemma 3).
+    pub(crate) local_rope: Option<Rope>,
+    /// Per layer: the window of a sliding-window layer, `None` for a global one.
+    pub(crate) windows: Vec<Option<usize>>,
+    /// Multiplies attention scores (1/sqrt(head_dim) unless the config says otherwise).
+    pub(crate) attn_scale: f32,
+    /// `cap * tanh(score / cap)` on attention scores (Gemma 2).
+    pub(crate) attn_softcap: Option<f32>,
+    /// `cap * tanh(logit / cap)` on the output logits (Gemma 2).
+    pub(crate) final_softcap: Option<f32>,
+}
+
+/// Where the tensors are, under GGUF's names (`blk.N.attn_q.weight`, `token_embd.weight`...).
+pub(crate) trait Source {
+    /// Whether the tensor exists.
+    fn has(&self, name: &str) -> bool;
+    /// The named matrices stacked by rows.
+    fn matrix(&self, names: &[&str]) -> Loaded<Matrix>;
+    /// The named matrices applied to one input (stacked, or one per GGML type).
+    fn linear(&self, names: &[&str]) -> Loaded<Linear>;
+    /// A 1-D weight as f32.
+    fn vector(&self, name: &str) -> Loaded<Vec<f32>>;
 }
 
 /// One transformer block (its keys and values live in the engine's [`KvPool`]).
@@ -103,11 +164,9 @@ struct Layer {
     post_ffn_norm: Vec<f32>,
     /// Keys visible to a query: its own position and the `window - 1` before it.
     window: Option<usize>,
-    /// Whether the layer uses the local rotary base.
-    local_rope: bool,
 }
 
-/// A GGUF decoder on the CPU blocks.
+/// A decoder on the CPU blocks.
 pub(crate) struct CpuDecoder {
     spec: Spec,
     meta: ModelMeta,
@@ -121,16 +180,14 @@ pub(crate) struct CpuDecoder {
     eps: f32,
     rope: Rope,
     local_rope: Option<Rope>,
+    attn_scale: f32,
+    attn_softcap: Option<f32>,
+    final_softcap: Option<f32>,
 }
 
 impl CpuDecoder {
-    /// `Ok(Err(..))` when a tensor's type has no CPU kernel here (the caller uses Candle's model).
-    pub(crate) fn load(
-        spec: Spec,
-        content: &Content,
-        file: &std::fs::File,
-        meta: ModelMeta,
-    ) -> Result<std::result::Result<CpuDecoder, Unsupported>> {
+    /// Reads every tensor the architecture needs from `src`; `Ok(Err(..))` when one has no kernel here.
+    pub(crate) fn build(spec: Spec, hyper: Hyper, src: &dyn Source, meta: ModelMeta) -> Loaded<CpuDecoder> {
         macro_rules! try_load {
             ($e:expr) => {
                 match $e? {
@@ -139,132 +196,98 @@ impl CpuDecoder {
                 }
             };
         }
-        let arch = meta.architecture.clone();
-        let int = |key: &str| gguf_u64(content, &format!("{arch}.{key}")).map(|v| v as usize);
-        let float = |key: &str| {
-            content
-                .metadata
-                .get(&format!("{arch}.{key}"))
-                .and_then(|v| v.to_f32().ok())
+        let optional = |name: String| -> Loaded<Vec<f32>> {
+            match src.has(&name) {
+                true => src.vector(&name),
+                false => Ok(Ok(Vec::new())),
+            }
         };
-        let missing = |key: &str| LlmError::Config {
-            file: "GGUF".into(),
-            reason: format!("no `{arch}.{key}` in the metadata"),
-        };
-        let has = |name: &str| content.tensor_infos.contains_key(name);
-        let layers = int("block_count").ok_or_else(|| missing("block_count"))?;
-        let width = int("embedding_length").ok_or_else(|| missing("embedding_length"))?;
-        let q_heads = int("attention.head_count").ok_or_else(|| missing("attention.head_count"))?;
-        let kv_heads = int("attention.head_count_kv").unwrap_or(q_heads);
-        let head_dim = int("attention.key_length").unwrap_or(width / q_heads.max(1));
-        if q_heads == 0 || kv_heads == 0 || q_heads % kv_heads != 0 || head_dim % 2 != 0 {
-            return Err(LlmError::Config {
-                file: "GGUF".into(),
-                reason: format!("{q_heads} query heads, {kv_heads} key/value heads of {head_dim} dimensions"),
-            });
-        }
-        let rope_dims = int("rope.dimension_count").unwrap_or(head_dim).min(head_dim);
-        let theta = float("rope.freq_base").unwrap_or(10_000.0) as f64;
-        let factors = match has("rope_freqs.weight") {
-            true => Some(try_load!(vector(content, file, "rope_freqs.weight"))),
+        let Heads {
+            q: q_heads,
+            kv: kv_heads,
+            dim: head_dim,
+        } = hyper.heads;
+        let embedding = try_load!(src.matrix(&["token_embd.weight"]));
+        let width = embedding.cols();
+        let lm_head = match src.has("output.weight") {
+            true => Some(try_load!(src.matrix(&["output.weight"]))),
             false => None,
         };
-        let window = int("attention.sliding_window");
-        let pattern = spec
-            .sliding_pattern
-            .map(|default| int("attention.sliding_window_type").unwrap_or(default).max(1));
-        let local_theta = float("rope.local_freq_base").unwrap_or(10_000.0) as f64;
-        let embedding = try_load!(Matrix::load(content, file, &["token_embd.weight"]));
-        let lm_head = match has("output.weight") {
-            true => Some(try_load!(Matrix::load(content, file, &["output.weight"]))),
-            false => None,
-        };
-        let mut blocks = Vec::with_capacity(layers);
+        let mut blocks = Vec::with_capacity(hyper.layers);
         let mut ffn = 0;
-        for l in 0..layers {
+        for l in 0..hyper.layers {
             let t = |name: &str| format!("blk.{l}.{name}.weight");
             let b = |name: &str| format!("blk.{l}.{name}.bias");
-            let optional = |name: String| -> Result<std::result::Result<Vec<f32>, Unsupported>> {
-                match has(&name) {
-                    true => vector(content, file, &name),
-                    false => Ok(Ok(Vec::new())),
-                }
+            // Phi-3 stores Q, K and V as one tensor, and gate and up as one `ffn_up`.
+            let qkv = match src.has(&t("attn_qkv")) {
+                true => try_load!(src.linear(&[&t("attn_qkv")])),
+                false => try_load!(src.linear(&[&t("attn_q"), &t("attn_k"), &t("attn_v")])),
             };
-            let (q, k, v) = (t("attn_q"), t("attn_k"), t("attn_v"));
-            let (gate, up) = (t("ffn_gate"), t("ffn_up"));
-            let gate_up = try_load!(Linear::load(content, file, &[&gate, &up]));
+            let gate_up = match src.has(&t("ffn_gate")) {
+                true => try_load!(src.linear(&[&t("ffn_gate"), &t("ffn_up")])),
+                false => try_load!(src.linear(&[&t("ffn_up")])),
+            };
             ffn = gate_up.rows() / 2;
             let mut qkv_bias = Vec::new();
             if spec.qkv_bias {
                 for name in ["attn_q", "attn_k", "attn_v"] {
-                    qkv_bias.extend(try_load!(vector(content, file, &b(name))));
+                    qkv_bias.extend(try_load!(src.vector(&b(name))));
                 }
             }
-            let sliding = pattern.is_some_and(|n| (l + 1) % n != 0) && window.is_some();
             blocks.push(Layer {
-                attn_norm: try_load!(vector(content, file, &t("attn_norm"))),
-                qkv: try_load!(Linear::load(content, file, &[&q, &k, &v])),
+                attn_norm: try_load!(src.vector(&t("attn_norm"))),
+                qkv,
                 qkv_bias,
                 q_norm: try_load!(optional(t("attn_q_norm"))),
                 k_norm: try_load!(optional(t("attn_k_norm"))),
-                output: try_load!(Matrix::load(content, file, &[&t("attn_output")])),
+                output: try_load!(src.matrix(&[&t("attn_output")])),
                 post_attn_norm: try_load!(optional(t("post_attention_norm"))),
-                ffn_norm: try_load!(vector(content, file, &t("ffn_norm"))),
+                ffn_norm: try_load!(src.vector(&t("ffn_norm"))),
                 gate_up,
-                down: try_load!(Matrix::load(content, file, &[&t("ffn_down")])),
+                down: try_load!(src.matrix(&[&t("ffn_down")])),
                 post_ffn_norm: try_load!(optional(t("post_ffw_norm"))),
-                window: window.filter(|_| sliding),
-                local_rope: sliding,
+                window: hyper.windows.get(l).copied().flatten(),
             });
         }
-        let norms_present = blocks.first().is_none_or(|l| {
+        let qkv_rows = (q_heads + 2 * kv_heads) * head_dim;
+        let shapes_agree = blocks.iter().all(|l| {
+            l.qkv.rows() == qkv_rows
+                && l.output.cols() == q_heads * head_dim
+                && l.output.rows() == width
+                && l.down.cols() == ffn
+                && l.gate_up.rows() == 2 * ffn
+        });
+        let norms_present = blocks.iter().all(|l| {
             (!spec.qk_norm || (l.q_norm.len() == head_dim && l.k_norm.len() == head_dim))
                 && (!spec.post_norms || (l.post_attn_norm.len() == width && l.post_ffn_norm.len() == width))
-                && (!spec.qkv_bias || l.qkv_bias.len() == (q_heads + 2 * kv_heads) * head_dim)
+                && (!spec.qkv_bias || l.qkv_bias.len() == qkv_rows)
         });
-        if !norms_present {
+        if !shapes_agree || !norms_present {
             return Err(LlmError::Config {
-                file: "GGUF".into(),
+                file: meta.architecture.clone(),
                 reason: format!(
-                    "{arch}: a QK-norm, post-norm or bias tensor is missing or of the wrong size"
+                    "a tensor's shape disagrees with {q_heads} query heads and {kv_heads} key/value heads \
+                     of {head_dim} dimensions, or a QK-norm, post-norm or bias tensor is missing"
                 ),
             });
         }
-        let local_rope = pattern.map(|_| Rope::new(rope_dims, local_theta, None));
         Ok(Ok(CpuDecoder {
             spec,
             meta,
             embedding,
             lm_head,
-            norm: try_load!(vector(content, file, "output_norm.weight")),
+            norm: try_load!(src.vector("output_norm.weight")),
             layers: blocks,
-            heads: Heads {
-                q: q_heads,
-                kv: kv_heads,
-                dim: head_dim,
-            },
+            heads: hyper.heads,
             ffn,
-            eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-            rope: Rope::new(rope_dims, theta, factors.as_deref()),
-            local_rope,
+            eps: hyper.eps,
+            rope: hyper.rope,
+            local_rope: hyper.local_rope,
+            attn_scale: hyper.attn_scale,
+            attn_softcap: hyper.attn_softcap,
+            final_softcap: hyper.final_softcap,
         }))
     }
-}
-
-/// The model on the CPU decoder, when the device is the CPU and every tensor has a kernel here; `None`
-/// sends the caller to Candle's model (GPUs, GGML types without a CPU kernel).
-pub(crate) fn on_cpu(
-    spec: Spec,
-    ctx: &super::LoadContext,
-    content: &Content,
-    file: &std::fs::File,
-) -> Result<Option<super::LoadedModel>> {
-    if !ctx.device.is_cpu() {
-        return Ok(None);
-    }
-    Ok(CpuDecoder::load(spec, content, file, ctx.meta.clone())?
-        .ok()
-        .map(|model| super::LoadedModel::Batched(Box::new(model))))
 }
 
 /// The rotary tables of a step's rows, for one base.
@@ -359,8 +382,8 @@ impl BatchLm for CpuDecoder {
                 ops::rms_norm(x, &layer.attn_norm, self.eps, h);
             }
             layer.qkv.matmul(&h, m, &mut qkv);
-            let tables = match (&local, layer.local_rope) {
-                (Some(local), true) => local,
+            let tables = match (&local, layer.window) {
+                (Some(local), Some(_)) => local,
                 _ => &global,
             };
             let (keys, values) = cache.layer(l);
@@ -394,7 +417,11 @@ impl BatchLm for CpuDecoder {
                 keys,
                 values,
                 self.heads,
-                layer.window,
+                Scores {
+                    scale: self.attn_scale,
+                    softcap: self.attn_softcap,
+                    window: layer.window,
+                },
                 &mut att,
             );
             layer.output.matmul(&att, m, &mut proj, width);
@@ -436,6 +463,9 @@ impl BatchLm for CpuDecoder {
         let head = self.lm_head.as_ref().unwrap_or(&self.embedding);
         let mut logits = vec![0f32; k * head.rows()];
         head.matmul(&normed, k, &mut logits, head.rows());
+        if let Some(cap) = self.final_softcap {
+            logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
+        }
         Ok(logits.chunks_exact(head.rows()).map(<[f32]>::to_vec).collect())
     }
 
@@ -478,5 +508,4 @@ fn add(x: &mut [f32], y: &[f32]) {
 }
 
 #[cfg(test)]
-#[path = "decoder_tests.rs"]
 mod tests;
