@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here="$PWD"
+t0=$SECONDS
 . scripts/gpu/env.sh
 STUBS="$CACHE/link-stubs"
 [ -f "$STUBS/.done" ] || { echo "toolkit.sh left no link stubs at $STUBS" >&2; exit 1; }
@@ -24,4 +25,5 @@ for bin in worker-llm worker-sd examples/logits; do
     readelf -d "$out/$bin" | grep -q "NEEDED.*\[$lib\]" || { echo "$bin does not link $lib" >&2; exit 1; }
   done
 done
+echo "CUDA build (toolkit, kernels, release binaries) took $((SECONDS - t0))s" >&2
 echo "$out"

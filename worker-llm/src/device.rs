@@ -37,10 +37,7 @@ pub fn memory_need(files: &ModelFiles, device: &Device) -> Result<u64, MemoryErr
 /// Fails before loading, naming the need, when the model does not fit the GPU's free memory; the CPU
 /// always passes.
 pub fn ensure_fits(files: &ModelFiles, device: &Device, what: &str) -> Result<(), MemoryError> {
-    if device.is_cpu() {
-        return Ok(());
-    }
-    gpu_memory::ensure_fits(device, what, memory_need(files, device)?)
+    gpu_memory::ensure_fits(device, what, || memory_need(files, device))
 }
 
 #[cfg(test)]

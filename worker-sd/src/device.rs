@@ -36,10 +36,7 @@ pub fn ensure_fits<'a>(
     device: &Device,
     what: &str,
 ) -> Result<(), MemoryError> {
-    if device.is_cpu() {
-        return Ok(());
-    }
-    gpu_memory::ensure_fits(device, what, memory_need(paths, dtype)?)
+    gpu_memory::ensure_fits(device, what, || memory_need(paths, dtype))
 }
 
 #[cfg(test)]

@@ -195,3 +195,20 @@ impl Parts {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_vae_config_saying_false_runs_in_half_precision() {
+        let dir = tempfile::tempdir().unwrap();
+        // No config, or one that does not say: SDXL's original VAE, which overflows in float16.
+        assert!(force_upcast(dir.path()));
+        std::fs::write(dir.path().join("config.json"), r#"{"scaling_factor": 0.13025}"#).unwrap();
+        assert!(force_upcast(dir.path()));
+        // madebyollin/sdxl-vae-fp16-fix's config.
+        std::fs::write(dir.path().join("config.json"), r#"{"force_upcast": false}"#).unwrap();
+        assert!(!force_upcast(dir.path()));
+    }
+}
