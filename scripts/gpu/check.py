@@ -30,7 +30,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -149,8 +148,7 @@ def selftest(_args) -> int:
         digest = check_common.sha256(payload / "bin" / "tool")
         (payload / "manifest.json").write_text(json.dumps({"commit": "0" * 40, "files": {"bin/tool": digest}}))
         blob = tmp / "payload.tar.xz"
-        with tarfile.open(blob, "w:xz") as tar:
-            tar.add(payload, arcname="payload")
+        check_carry.write_payload(payload, blob)
         n = check_carry.split(blob, tmp / "carry", 1000)
         assert n == -(-blob.stat().st_size // 1000) and n > 1, n
         stage_dir = tmp / "stage"
