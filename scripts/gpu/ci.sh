@@ -9,7 +9,8 @@
 #      adds to lint.sh depends only on: the CUDA crates' entries in Cargo.lock (candle-*, cudarc, cudaforge,
 #      half, float8), the Cargo.toml files (features), and the build scripts here (toolkit pins, nvcc wrapper,
 #      flags). Those hash to a key; the last key built is recorded in scripts/gpu/cuda-built.txt (committed)
-#      and, per machine, as a stamp beside the toolkit cache. A matching record or stamp skips the build.
+#      and, per machine, as a stamp beside the toolkit cache. A matching record or stamp skips the build, and
+#      so does a missing record (none is committed until a first build completes).
 #   bash scripts/gpu/ci.sh            as above
 #   bash scripts/gpu/ci.sh --record   build regardless, then write the record (commit it with the change)
 #   OMC_CUDA_CI=always|never          build regardless, or skip the build (the lint still runs)
@@ -33,6 +34,10 @@ stamp="$stamp_dir/ci-built-$key"
 recorded="$(cut -d' ' -f1 "$record_file" 2>/dev/null || true)"
 if [ "$mode" = never ]; then
   echo "CUDA build skipped (OMC_CUDA_CI=never)"
+  exit 0
+elif [ "$mode" != always ] && [ -z "$recorded" ]; then
+  # Until a first build is recorded, a clean machine would build cold on every run, past CI's budget.
+  echo "CUDA build skipped: none recorded yet; bash scripts/gpu/ci.sh --record builds it and writes $record_file"
   exit 0
 elif [ "$mode" != always ] && [ "$recorded" = "$key" ]; then
   echo "CUDA build skipped: its inputs ($key) match $record_file: $(cut -d' ' -f2- "$record_file")"
