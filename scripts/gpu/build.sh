@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
 # Builds worker-llm and worker-sd with `--features cuda` (release) on any x86-64 Linux machine, no GPU or
-# driver needed: the toolkit comes from PyPI (toolkit.sh). Kernels target sm_80 and sm_90 (see
-# nvcc-multiarch.sh); the CPU code targets x86-64-v3 (AVX2/FMA) instead of the repo's `native`, so the
+# driver needed: the toolkit comes from PyPI (toolkit.sh, through env.sh). Kernels target sm_80 and sm_90
+# (see nvcc-multiarch.sh); the CPU code targets x86-64-v3 (AVX2/FMA) instead of the repo's `native`, so the
 # binaries run on the GPU machine's CPU. Prints the directory holding both binaries on its last line.
 #   OMC_GPU_TARGET_DIR  where cargo builds (default: target/gpu in the repo)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here="$PWD"
-
-CACHE="$(bash scripts/gpu/toolkit.sh | tail -1)"
-ROOT="$CACHE/cuda" STUBS="$CACHE/link-stubs"
+t0=$SECONDS
+. scripts/gpu/env.sh
+STUBS="$CACHE/link-stubs"
 [ -f "$STUBS/.done" ] || { echo "toolkit.sh left no link stubs at $STUBS" >&2; exit 1; }
 
-export PATH="$ROOT/bin:$PATH" CUDA_ROOT="$ROOT" CUDA_PATH="$ROOT" CUDA_HOME="$ROOT"
-export CUDA_COMPUTE_CAP=80 OMC_REAL_NVCC="$ROOT/bin/nvcc" NVCC="$here/scripts/gpu/nvcc-multiarch.sh"
 export RUSTFLAGS="-C target-cpu=x86-64-v3 -L native=$STUBS"
 export CARGO_TARGET_DIR="${OMC_GPU_TARGET_DIR:-$here/target/gpu}"
 # The workers, and the example that prints raw logits (check.sh compares them between CPU and GPU).
@@ -27,4 +25,5 @@ for bin in worker-llm worker-sd examples/logits; do
     readelf -d "$out/$bin" | grep -q "NEEDED.*\[$lib\]" || { echo "$bin does not link $lib" >&2; exit 1; }
   done
 done
+echo "CUDA build (toolkit, kernels, release binaries) took $((SECONDS - t0))s" >&2
 echo "$out"

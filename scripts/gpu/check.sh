@@ -5,6 +5,8 @@
 #   bash scripts/gpu/check.sh run               on the GPU machine, once per part, carrying .gpu-carry/N: the
 #                                               last call runs every check and prints one table
 #   bash scripts/gpu/check.sh run --cpu-dry-run here: the same checks on the CPU, small sizes
+#   bash scripts/gpu/check.sh selftest          anywhere, a second: the table, exit status and staging code
+# The device tool sends the checkout of the session that calls it (the lead's), so pack there.
 # Exit: 0 passed, 1 a check failed, 2 checks passed but a speed goal was missed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -68,20 +68,27 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
 
 /// The bytes of `.safetensors` files at `path` (a file, or a folder two levels deep), for memory reports.
 pub fn weights_size(path: &Path) -> u64 {
-    fn walk(path: &Path, depth: u32) -> u64 {
+    weights_files(path)
+        .iter()
+        .map(|f| f.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// The `.safetensors` files at `path`: the file itself, or those of a folder two levels deep.
+pub fn weights_files(path: &Path) -> Vec<PathBuf> {
+    fn walk(path: &Path, depth: u32, found: &mut Vec<PathBuf>) {
         if path.is_file() {
-            return if path.extension().is_some_and(|e| e == "safetensors") {
-                path.metadata().map_or(0, |m| m.len())
-            } else {
-                0
-            };
-        }
-        match (depth, std::fs::read_dir(path)) {
-            (0..=2, Ok(entries)) => entries.flatten().map(|e| walk(&e.path(), depth + 1)).sum(),
-            _ => 0,
+            if path.extension().is_some_and(|e| e == "safetensors") {
+                found.push(path.to_path_buf());
+            }
+        } else if let (0..=2, Ok(entries)) = (depth, std::fs::read_dir(path)) {
+            entries.flatten().for_each(|e| walk(&e.path(), depth + 1, found));
         }
     }
-    walk(path, 0)
+    let mut found = Vec::new();
+    walk(path, 0, &mut found);
+    found.sort();
+    found
 }
 
 #[cfg(test)]

@@ -86,6 +86,9 @@ impl SdModelArgs {
         }
         let name = options.model_name.clone();
         let bytes = worker_sd::loading::weights_size(source.path());
+        // A GPU too small for the weights fails here, naming the need, before minutes of loading.
+        let weights = std::iter::once(source.path()).chain(options.vae.as_deref());
+        worker_sd::device::ensure_fits(weights, options.dtype, &options.device, &name)?;
         let pipeline =
             worker_sd::pipeline::load(&source, &options).with_context(|| format!("loading {name}"))?;
         Ok((pipeline, bytes))

@@ -145,8 +145,13 @@ impl SdxlPipeline {
             device,
         )?;
         let text = &models.text;
-        // SDXL's VAE overflows in float16: run it in float32 when its config says so.
-        let vae_dtype = if parts.vae_force_upcast { DType::F32 } else { dtype };
+        // SDXL's VAE overflows in float16: run it in float32 when its config says so (a separate VAE
+        // folder's own config decides: the fp16-fixed VAE runs in float16).
+        let force_upcast = match &options.vae {
+            Some(folder) if folder.is_dir() => parts::force_upcast(folder),
+            _ => parts.vae_force_upcast,
+        };
+        let vae_dtype = if force_upcast { DType::F32 } else { dtype };
         let (mut vae_config, vae_tensors) = match &options.vae {
             Some(path) => crate::sd::separate_vae(path, device)?,
             None => parts.vae,

@@ -67,7 +67,7 @@ impl Configs {
             text_encoder_2: read_config(&folder.join("text_encoder_2/config.json"))?,
             unet: read_config(&folder.join("unet/config.json"))?,
             vae: read_config(&folder.join("vae/config.json"))?,
-            vae_force_upcast: flag(&folder.join("vae/config.json"), "force_upcast").unwrap_or(true),
+            vae_force_upcast: force_upcast(&folder.join("vae")),
             scheduler: SchedulerConfig::from_json(&scheduler)?,
             tokenizers: (tokenizer("tokenizer"), tokenizer("tokenizer_2")),
             force_zeros_for_empty_prompt: flag(
@@ -77,6 +77,16 @@ impl Configs {
             .unwrap_or(true),
         })
     }
+}
+
+/// Whether the VAE of a diffusers `vae/` folder must run in float32 (`force_upcast` in its config, true
+/// when unsaid: SDXL's original VAE overflows in float16; the fp16-fixed one says false).
+pub fn force_upcast(vae_folder: &Path) -> bool {
+    std::fs::read_to_string(vae_folder.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| json["force_upcast"].as_bool())
+        .unwrap_or(true)
 }
 
 impl Parts {
@@ -183,5 +193,22 @@ impl Parts {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_vae_config_saying_false_runs_in_half_precision() {
+        let dir = tempfile::tempdir().unwrap();
+        // No config, or one that does not say: SDXL's original VAE, which overflows in float16.
+        assert!(force_upcast(dir.path()));
+        std::fs::write(dir.path().join("config.json"), r#"{"scaling_factor": 0.13025}"#).unwrap();
+        assert!(force_upcast(dir.path()));
+        // madebyollin/sdxl-vae-fp16-fix's config.
+        std::fs::write(dir.path().join("config.json"), r#"{"force_upcast": false}"#).unwrap();
+        assert!(!force_upcast(dir.path()));
     }
 }
