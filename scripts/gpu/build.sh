@@ -21,7 +21,11 @@ cargo build --release --locked -p worker-llm -p worker-sd --features worker-llm/
 out="$CARGO_TARGET_DIR/release"
 for bin in worker-llm worker-sd examples/logits; do
   # The binary must ask for the CUDA libraries by their CUDA 13 sonames, which check.sh finds at run time.
-  for lib in libcuda.so.1 libcublas.so.13 libcudart.so.13; do
+  # Only the GGUF kernels (worker-llm and its example) need the CUDA runtime; worker-sd's kernels are PTX
+  # loaded through the driver.
+  libs=(libcuda.so.1 libcublas.so.13 libcurand.so.10)
+  [ "$bin" = worker-sd ] || libs+=(libcudart.so.13)
+  for lib in "${libs[@]}"; do
     readelf -d "$out/$bin" | grep -q "NEEDED.*\[$lib\]" || { echo "$bin does not link $lib" >&2; exit 1; }
   done
 done
