@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE="${OMC_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/open-model-catalog/bench}"
 LLAMA_SERVER="$CACHE/llama.cpp-0.3.36/build/bin/llama-server"
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 if [ ! -x "$LLAMA_SERVER" ]; then
   mkdir -p "$CACHE"
@@ -22,8 +23,9 @@ if [ ! -x "$LLAMA_SERVER" ]; then
   rm -rf "$tmp"
   (
     cd "$CACHE/llama.cpp-0.3.36"
+    # -mno-amx-*: these VMs' CPUID advertises AMX but its instructions fault (SIGILL in ggml's AMX kernels).
     PATH="$CACHE/venv/bin:$PATH" cmake -S . -B build -G Ninja -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-      -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >&2
+      -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS=$NO_AMX" "-DCMAKE_CXX_FLAGS=$NO_AMX" >&2
     PATH="$CACHE/venv/bin:$PATH" cmake --build build --target llama-server -j"$(nproc)" >&2
   )
 fi

@@ -3,10 +3,12 @@
 //! decode steps (fed llama.cpp's greedy tokens) agree. Reference: tests/fixtures/llm/smollm2_llamacpp.json,
 //! made by scripts/reference/llm_llamacpp_fixtures.py.
 //!
-//! Tolerances: the two quantized kernels (Q4_1/Q8_0 weights, 8-bit activations) round and sum
-//! differently; on logits of about 20 the largest difference measured on llama.cpp's top-10 tokens over
-//! these 7 steps is 0.81, so we allow LOGIT_TOLERANCE = 1.0 there, and require our top-5 tokens to lie in
-//! llama.cpp's top-20 (near-ties may swap places: the first step's top two are 0.09 apart).
+//! Tolerances: the quantized products are llama.cpp's arithmetic (Q4_1/Q8_0 weights, activations
+//! quantized as ggml does, queries and attention weights in f16 against the f16 cache), but they sum in
+//! a different order; on logits of about 20 the largest difference measured on llama.cpp's top-10 tokens
+//! over these 7 steps is 0.50 (0.81 before the activations' block sums were rounded as ggml rounds
+//! them), so we allow LOGIT_TOLERANCE = 0.75 there, and require our top-5 tokens to lie in llama.cpp's
+//! top-20 (near-ties may swap places: the first step's top two are 0.09 apart).
 
 mod common;
 
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use candle_core::Device;
 use worker_llm::{ChatMessage, Engine, Prompt, Role};
 
-const LOGIT_TOLERANCE: f32 = 1.0;
+const LOGIT_TOLERANCE: f32 = 0.75;
 
 #[derive(serde::Deserialize)]
 struct Step {

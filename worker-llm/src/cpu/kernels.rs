@@ -13,6 +13,11 @@ pub trait Kernel: GgmlType + 'static {
     fn dot(n: usize, w: &[Self], a: &[Self::VecDotType]) -> f32 {
         Self::vec_dot(n, w, a)
     }
+
+    /// Quantizes one activation row for [`Kernel::dot`], as ggml does for this type.
+    fn quantize_activations(x: &[f32], out: &mut [Self::VecDotType]) {
+        Self::VecDotType::from_float(x, out)
+    }
 }
 
 macro_rules! candle_kernels {
@@ -23,7 +28,6 @@ use candle_core::quantized::k_quants as kq;
 candle_kernels!(
     kq::BlockQ4_0,
     kq::BlockQ5_0,
-    kq::BlockQ5_1,
     kq::BlockQ8_0,
     kq::BlockQ2K,
     kq::BlockQ3K,
@@ -56,7 +60,33 @@ const _: () = assert!(std::mem::align_of::<Q41>() == std::mem::align_of::<BlockQ
 const _: () = assert!(std::mem::size_of::<Q81>() == std::mem::size_of::<BlockQ8_1>());
 const _: () = assert!(std::mem::align_of::<Q81>() == std::mem::align_of::<BlockQ8_1>());
 
+/// ggml's `quantize_row_q8_1`, the activations of Q4_1 and Q5_1 weights. Candle's `from_float` rounds
+/// the block sum `s` twice (`f16(sum) * f16(d)`, losing up to 2 in `sum` past 2048), where ggml rounds
+/// `sum * d` once with `d` in f32; the weights' offset `m` multiplies that error into every product, which
+/// sharp attention then amplifies (2% of the logits of tests/tiny_gguf_llamacpp.rs's models).
+fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    BlockQ8_1::from_float(x, out);
+    // SAFETY: Q81 is a field-for-field copy of Candle's #[repr(C)] block (size and alignment asserted
+    // above), and every bit pattern is a valid value of its fields.
+    let blocks = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut Q81, out.len()) };
+    for (block, xs) in blocks.iter_mut().zip(x.chunks_exact(32)) {
+        let d = xs.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        let sum: i32 = block.qs.iter().map(|&q| q as i32).sum();
+        block.s = f16::from_f32(sum as f32 * d);
+    }
+}
+
+impl Kernel for kq::BlockQ5_1 {
+    fn quantize_activations(x: &[f32], out: &mut [BlockQ8_1]) {
+        quantize_q8_1(x, out)
+    }
+}
+
 impl Kernel for BlockQ4_1 {
+    fn quantize_activations(x: &[f32], out: &mut [BlockQ8_1]) {
+        quantize_q8_1(x, out)
+    }
+
     fn dot(n: usize, w: &[Self], a: &[BlockQ8_1]) -> f32 {
         let blocks = n / 32;
         // SAFETY: Q41 and Q81 are field-for-field copies of Candle's #[repr(C)] blocks (sizes and
@@ -162,5 +192,20 @@ mod tests {
             let scalar = q4_1_scalar(w41, a81);
             assert!((scalar - candle).abs() <= 1e-4 * candle.abs().max(1.0));
         }
+    }
+
+    #[test]
+    fn q8_1_activations_round_their_sum_once_as_ggml_does() {
+        // A block whose quantized sum is past f16's exact integers (2048): ggml's `s` is f16(sum * d).
+        let x: Vec<f32> = (0..32).map(|i| 2.0 + 0.01 * i as f32).collect();
+        let mut a = vec![BlockQ8_1::zeros(); 1];
+        <BlockQ4_1 as Kernel>::quantize_activations(&x, &mut a);
+        // SAFETY: as in `dot`.
+        let a81 = unsafe { &*(a.as_ptr() as *const Q81) };
+        let d = x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        let sum: i32 = a81.qs.iter().map(|&q| q as i32).sum();
+        assert!(sum > 2048, "the block must test sums f16 cannot hold exactly");
+        assert_eq!(a81.s, f16::from_f32(sum as f32 * d));
+        assert_eq!(a81.d, f16::from_f32(d));
     }
 }

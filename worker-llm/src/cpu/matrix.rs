@@ -41,7 +41,7 @@ impl<T: Kernel> Rows<T> {
         let (k, n, b) = (self.cols, self.rows, self.blocks_per_row());
         let mut act = vec![T::VecDotType::zeros(); m * b];
         for i in 0..m {
-            T::VecDotType::from_float(&x[i * k..(i + 1) * k], &mut act[i * b..(i + 1) * b]);
+            T::quantize_activations(&x[i * k..(i + 1) * k], &mut act[i * b..(i + 1) * b]);
         }
         let out_ptr = SharedOut(out.as_mut_ptr());
         let act = &act;

@@ -170,6 +170,11 @@ impl Scores {
 /// `kv * dim` per position, see [`cache_row`]), keys and values of every row's position already
 /// written. `q` rows are `q_stride` apart; `out` gets one row of `q * dim` per query row. Work items are
 /// (row, key/value head): each key and value is converted once for the query heads of its group.
+///
+/// Queries and attention weights meet the f16 cache in f16, as in ggml's CPU attention (its products
+/// convert the f32 side to the f16 side's type): the cache already holds keys and values to that
+/// precision, and the logits are then llama.cpp's to 1e-4 (tests/tiny_gguf_llamacpp.rs), not 2% apart on
+/// random models that amplify every rounding.
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     q: &[f32],
@@ -194,6 +199,7 @@ pub fn paged_attention(
         let out_ptr = &out_ptr;
         let mut scores: Vec<f32> = Vec::new();
         let mut kv_row = vec![0f32; dim];
+        let mut q_half = vec![0f32; group * dim];
         for item in items {
             let (i, g) = (item / nkv, item % nkv);
             let RowPos { blocks, pos } = rows[i];
@@ -202,10 +208,13 @@ pub fn paged_attention(
             scores.clear();
             scores.resize(group * visible, 0.0);
             let qs = &q[i * q_stride + g * group * dim..][..group * dim];
+            for (h, q) in q_half.iter_mut().zip(qs) {
+                *h = f16::from_f32(*q).to_f32();
+            }
             for j in 0..visible {
                 let at = cache_row(blocks, first + j, kv_width) + g * dim;
                 keys[at..at + dim].convert_to_f32_slice(&mut kv_row);
-                for (h, qh) in qs.chunks_exact(dim).enumerate() {
+                for (h, qh) in q_half.chunks_exact(dim).enumerate() {
                     scores[h * visible + j] = dot(qh, &kv_row) * scale;
                 }
             }
@@ -220,7 +229,7 @@ pub fn paged_attention(
                     total += *x;
                 }
                 for x in s.iter_mut() {
-                    *x /= total;
+                    *x = f16::from_f32(*x / total).to_f32();
                 }
             }
             // SAFETY: the heads of group g of row i are written by the one item that owns them.

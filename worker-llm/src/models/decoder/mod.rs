@@ -506,6 +506,3 @@ fn add(x: &mut [f32], y: &[f32]) {
         *x += y;
     }
 }
-
-#[cfg(test)]
-mod tests;
