@@ -14,6 +14,15 @@ pub trait Kernel: GgmlType + 'static {
         Self::vec_dot(n, w, a)
     }
 
+    /// `out[i]` = one weight row against activation row `i` of `a` (rows of `n / BLCK_SIZE` blocks): a
+    /// batch's rows, so that a kernel may unpack each weight block once for all of them.
+    fn dot_rows(n: usize, w: &[Self], a: &[Self::VecDotType], out: &mut [f32]) {
+        let b = n / Self::BLCK_SIZE;
+        for (o, a) in out.iter_mut().zip(a.chunks_exact(b)) {
+            *o = Self::dot(n, w, a);
+        }
+    }
+
     /// Quantizes one activation row for [`Kernel::dot`], as ggml does for this type.
     fn quantize_activations(x: &[f32], out: &mut [Self::VecDotType]) {
         Self::VecDotType::from_float(x, out)
@@ -28,7 +37,6 @@ use candle_core::quantized::k_quants as kq;
 candle_kernels!(
     kq::BlockQ4_0,
     kq::BlockQ5_0,
-    kq::BlockQ8_0,
     kq::BlockQ2K,
     kq::BlockQ3K,
     kq::BlockQ4K,
@@ -55,6 +63,15 @@ struct Q81 {
     qs: [i8; 32],
 }
 
+/// `BlockQ8_0`'s layout, the type of most GGUF files' token embeddings (and so of tied output heads).
+#[repr(C)]
+struct Q80 {
+    d: f16,
+    qs: [i8; 32],
+}
+
+const _: () = assert!(std::mem::size_of::<Q80>() == std::mem::size_of::<kq::BlockQ8_0>());
+const _: () = assert!(std::mem::align_of::<Q80>() == std::mem::align_of::<kq::BlockQ8_0>());
 const _: () = assert!(std::mem::size_of::<Q41>() == std::mem::size_of::<BlockQ4_1>());
 const _: () = assert!(std::mem::align_of::<Q41>() == std::mem::align_of::<BlockQ4_1>());
 const _: () = assert!(std::mem::size_of::<Q81>() == std::mem::size_of::<BlockQ8_1>());
@@ -82,6 +99,46 @@ impl Kernel for kq::BlockQ5_1 {
     }
 }
 
+impl Kernel for kq::BlockQ8_0 {
+    fn dot_rows(n: usize, w: &[Self], a: &[kq::BlockQ8_0], out: &mut [f32]) {
+        let blocks = n / 32;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+            && w.len() >= blocks
+            && a.len() >= out.len() * blocks
+        {
+            // SAFETY: Q80 is a field-for-field copy of Candle's #[repr(C)] block (size and alignment
+            // asserted above), every bit pattern is a valid value of its fields, and the CPU has the
+            // features the kernel is compiled for.
+            let full = out.len() / 4 * 4;
+            let (w80, a80) = unsafe {
+                (
+                    std::slice::from_raw_parts(w.as_ptr() as *const Q80, blocks),
+                    std::slice::from_raw_parts(a.as_ptr() as *const Q80, full * blocks),
+                )
+            };
+            let mut rows = a80.chunks_exact(blocks);
+            let (fours, rest) = out.split_at_mut(full);
+            for o in fours.chunks_exact_mut(4) {
+                let four = [(); 4].map(|_| rows.next().expect("four rows per chunk of four outputs"));
+                // SAFETY: as above.
+                o.copy_from_slice(&unsafe { q8_0_avx2_rows(w80, four) });
+            }
+            // Fewer than four rows (a single sequence's decode): Candle's one-row AVX kernel.
+            for (o, a) in rest.iter_mut().zip(a[full * blocks..].chunks_exact(blocks)) {
+                *o = Self::dot(n, w, a);
+            }
+            return;
+        }
+        let b = blocks;
+        for (o, a) in out.iter_mut().zip(a.chunks_exact(b)) {
+            *o = Self::dot(n, w, a);
+        }
+    }
+}
+
 impl Kernel for BlockQ4_1 {
     fn quantize_activations(x: &[f32], out: &mut [BlockQ8_1]) {
         quantize_q8_1(x, out)
@@ -106,6 +163,41 @@ impl Kernel for BlockQ4_1 {
             return unsafe { q4_1_avx2(w, a) };
         }
         q4_1_scalar(w, a)
+    }
+
+    fn dot_rows(n: usize, w: &[Self], a: &[BlockQ8_1], out: &mut [f32]) {
+        let blocks = n / 32;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+            && w.len() >= blocks
+            && a.len() >= out.len() * blocks
+        {
+            // SAFETY: as in `dot`; the CPU has the features the kernel is compiled for.
+            let (w, a) = unsafe {
+                (
+                    std::slice::from_raw_parts(w.as_ptr() as *const Q41, blocks),
+                    std::slice::from_raw_parts(a.as_ptr() as *const Q81, out.len() * blocks),
+                )
+            };
+            let mut rows = a.chunks_exact(blocks);
+            let mut outs = out.chunks_exact_mut(4);
+            for o in &mut outs {
+                let four = [(); 4].map(|_| rows.next().expect("four rows per chunk of four outputs"));
+                // SAFETY: as above.
+                o.copy_from_slice(&unsafe { q4_1_avx2_rows(w, four) });
+            }
+            for (o, a) in outs.into_remainder().iter_mut().zip(rows) {
+                // SAFETY: as above.
+                *o = unsafe { q4_1_avx2(w, a) };
+            }
+            return;
+        }
+        let b = blocks;
+        for (o, a) in out.iter_mut().zip(a.chunks_exact(b)) {
+            *o = Self::dot(n, w, a);
+        }
     }
 }
 
@@ -159,6 +251,107 @@ unsafe fn q4_1_avx2(w: &[Q41], a: &[Q81]) -> f32 {
     _mm_cvtss_f32(one) + _mm_cvtss_f32(_mm_movehdup_ps(offsets))
 }
 
+/// [`q4_1_avx2`] for four activation rows at once (each `w.len()` blocks long): each weight block is
+/// unpacked once for the four, and their eight f16 scales are converted in one instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_avx2_rows(w: &[Q41], a: [&[Q81]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let blocks = w.len();
+    let a = a.map(|a| &a[..blocks]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    // Odd lanes accumulate m * s per row, Q4_1's offset times the activations' sum.
+    let mut offsets = _mm256_setzero_ps();
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut products = [0f32; 8];
+    for j in 0..blocks {
+        let w = &w[j];
+        let pair = |d: f16, s: f16| (u32::from(d.to_bits()) | u32::from(s.to_bits()) << 16) as i32;
+        // [w.d, w.m] x 4 and [a0.d, a0.s, a1.d, a1.s, ..] -> [w.d * a0.d, w.m * a0.s, ..].
+        let wv = _mm256_cvtph_ps(_mm_set1_epi32(pair(w.d, w.m)));
+        let av = _mm256_cvtph_ps(_mm_set_epi32(
+            pair(a[3][j].d, a[3][j].s),
+            pair(a[2][j].d, a[2][j].s),
+            pair(a[1][j].d, a[1][j].s),
+            pair(a[0][j].d, a[0][j].s),
+        ));
+        let prod = _mm256_mul_ps(wv, av);
+        offsets = _mm256_add_ps(offsets, prod);
+        // SAFETY: `products` holds eight f32.
+        unsafe { _mm256_storeu_ps(products.as_mut_ptr(), prod) };
+        // SAFETY: `qs` is 16 bytes; unaligned load.
+        let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr() as *const __m128i) };
+        let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+        for r in 0..4 {
+            // SAFETY: `a[r][j].qs` is 32 bytes; unaligned load.
+            let qa = unsafe { _mm256_loadu_si256(a[r][j].qs.as_ptr() as *const __m256i) };
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qa), ones);
+            let scale = _mm256_set1_ps(products[2 * r]);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[r]);
+        }
+    }
+    let mut offs = [0f32; 8];
+    // SAFETY: `offs` holds eight f32.
+    unsafe { _mm256_storeu_ps(offs.as_mut_ptr(), offsets) };
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        out[r] = _mm_cvtss_f32(_mm_add_ss(quad, _mm_movehdup_ps(quad))) + offs[2 * r + 1];
+    }
+    out
+}
+
+/// One Q8_0 weight row against four Q8_0 activation rows (each `w.len()` blocks long), as ggml's
+/// `ggml_vec_dot_q8_0_q8_0` (|w| times the activations with w's signs, u8 x i8 products), each weight
+/// block's absolute values computed once for the four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_avx2_rows(w: &[Q80], a: [&[Q80]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let blocks = w.len();
+    let a = a.map(|a| &a[..blocks]);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let ones = _mm256_set1_epi16(1);
+    let mut products = [0f32; 8];
+    for j in 0..blocks {
+        let w = &w[j];
+        let bits = |d: f16| i16::from_ne_bytes(d.to_bits().to_ne_bytes());
+        let wv = _mm256_cvtph_ps(_mm_set1_epi16(bits(w.d)));
+        let av = _mm256_cvtph_ps(_mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            bits(a[3][j].d),
+            bits(a[2][j].d),
+            bits(a[1][j].d),
+            bits(a[0][j].d),
+        ));
+        // SAFETY: `products` holds eight f32.
+        unsafe { _mm256_storeu_ps(products.as_mut_ptr(), _mm256_mul_ps(wv, av)) };
+        // SAFETY: `qs` is 32 bytes; unaligned load.
+        let qw = unsafe { _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i) };
+        let abs = _mm256_sign_epi8(qw, qw);
+        for r in 0..4 {
+            // SAFETY: `a[r][j].qs` is 32 bytes; unaligned load.
+            let qa = unsafe { _mm256_loadu_si256(a[r][j].qs.as_ptr() as *const __m256i) };
+            let signed = _mm256_sign_epi8(qa, qw);
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(abs, signed), ones);
+            let scale = _mm256_set1_ps(products[r]);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[r]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        out[r] = _mm_cvtss_f32(_mm_add_ss(quad, _mm_movehdup_ps(quad)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +384,48 @@ mod tests {
             };
             let scalar = q4_1_scalar(w41, a81);
             assert!((scalar - candle).abs() <= 1e-4 * candle.abs().max(1.0));
+        }
+    }
+
+    #[test]
+    fn q4_1_rows_kernel_matches_one_row_at_a_time() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let n = 576;
+        let mut w = vec![BlockQ4_1::zeros(); n / 32];
+        BlockQ4_1::from_float(&random_row(&mut rng, n), &mut w);
+        for m in [1, 3, 4, 7, 8] {
+            let mut a = vec![BlockQ8_1::zeros(); m * n / 32];
+            quantize_q8_1(&random_row(&mut rng, m * n), &mut a);
+            let mut rows = vec![0f32; m];
+            <BlockQ4_1 as Kernel>::dot_rows(n, &w, &a, &mut rows);
+            for (i, (r, a)) in rows.iter().zip(a.chunks_exact(n / 32)).enumerate() {
+                let one = <BlockQ4_1 as Kernel>::dot(n, &w, a);
+                assert!(
+                    (r - one).abs() <= 1e-4 * one.abs().max(1.0),
+                    "m={m}, row {i}: {r} vs {one}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_rows_kernel_matches_candles_dot() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let n = 576;
+        let mut w = vec![kq::BlockQ8_0::zeros(); n / 32];
+        kq::BlockQ8_0::from_float(&random_row(&mut rng, n), &mut w);
+        for m in [1, 3, 4, 6, 8] {
+            let mut a = vec![kq::BlockQ8_0::zeros(); m * n / 32];
+            kq::BlockQ8_0::from_float(&random_row(&mut rng, m * n), &mut a);
+            let mut rows = vec![0f32; m];
+            <kq::BlockQ8_0 as Kernel>::dot_rows(n, &w, &a, &mut rows);
+            for (i, (r, a)) in rows.iter().zip(a.chunks_exact(n / 32)).enumerate() {
+                let candle = kq::BlockQ8_0::vec_dot_unopt(n, &w, a);
+                assert!(
+                    (r - candle).abs() <= 1e-4 * candle.abs().max(1.0),
+                    "m={m}, row {i}: {r} vs {candle}"
+                );
+            }
         }
     }
 

@@ -47,10 +47,10 @@ impl<T: Kernel> Rows<T> {
         let act = &act;
         super::pool().execute_chunked(n.div_ceil(ROWS_PER_ITEM), |items| {
             let out_ptr = &out_ptr;
+            let mut dots = vec![0f32; m];
             for r in items.start * ROWS_PER_ITEM..(items.end * ROWS_PER_ITEM).min(n) {
-                let w = self.row(r);
-                for i in 0..m {
-                    let d = T::dot(k, w, &act[i * b..(i + 1) * b]);
+                T::dot_rows(k, self.row(r), act, &mut dots);
+                for (i, &d) in dots.iter().enumerate() {
                     // SAFETY: `out` holds m rows of `stride >= n`; each (i, r) is written by the one
                     // work item that owns row r.
                     unsafe { *out_ptr.0.add(i * stride + r) = d };
