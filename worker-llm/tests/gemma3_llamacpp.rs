@@ -32,12 +32,6 @@ struct TemplateText {
 }
 
 #[derive(serde::Deserialize)]
-struct Step {
-    top_ids: Vec<u32>,
-    top_logits: Vec<f32>,
-}
-
-#[derive(serde::Deserialize)]
 struct Reference {
     texts: Vec<Text>,
     template_texts: Vec<TemplateText>,
@@ -45,7 +39,7 @@ struct Reference {
     prompt_ids: Vec<u32>,
     greedy_tokens: Vec<u32>,
     greedy_text: String,
-    steps: Vec<Step>,
+    steps: Vec<common::Step>,
 }
 
 fn reference() -> Reference {
@@ -93,35 +87,13 @@ fn logits_and_greedy_text_match_llama_cpp() {
         engine.tokenize(&Prompt::Text(r.prompt.clone())).unwrap(),
         r.prompt_ids
     );
-    let model = engine.model_mut();
-    model.reset().unwrap();
-    let mut logits = model.forward(&r.prompt_ids, 0).unwrap();
-    let mut worst = (0.0f32, 0, 0);
-    for (i, step) in r.steps.iter().enumerate() {
-        for (&id, &expected) in step.top_ids.iter().zip(&step.top_logits).take(10) {
-            let diff = (logits[id as usize] - expected).abs();
-            if diff > worst.0 {
-                worst = (diff, i, id);
-            }
-        }
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        for id in &order[..5] {
-            assert!(
-                step.top_ids.contains(id),
-                "step {i}: our top-5 token {id} is not in llama.cpp's top-20"
-            );
-        }
-        let Some(&token) = r.greedy_tokens.get(i) else {
-            break;
-        };
-        assert_eq!(order[0], token, "step {i}: greedy token");
-        logits = model.forward(&[token], r.prompt_ids.len() + i).unwrap();
-    }
-    let (diff, step, id) = worst;
-    assert!(
-        diff <= LOGIT_TOLERANCE,
-        "largest |logit diff| {diff} at step {step}, token {id}"
+    common::compare_steps(
+        engine.model_mut(),
+        &r.prompt_ids,
+        &r.greedy_tokens,
+        &r.steps,
+        true,
+        LOGIT_TOLERANCE,
     );
     assert_eq!(
         engine.tokenizer().decode(&r.greedy_tokens).unwrap(),

@@ -20,18 +20,12 @@ use worker_llm::{ChatMessage, Engine, Prompt, Role};
 const LOGIT_TOLERANCE: f32 = 0.75;
 
 #[derive(serde::Deserialize)]
-struct Step {
-    top_ids: Vec<u32>,
-    top_logits: Vec<f32>,
-}
-
-#[derive(serde::Deserialize)]
 struct Reference {
     question: String,
     rendered_prompt: String,
     prompt_ids: Vec<u32>,
     greedy_tokens: Vec<u32>,
-    steps: Vec<Step>,
+    steps: Vec<common::Step>,
     tokenized_texts: BTreeMap<String, Vec<u32>>,
 }
 
@@ -59,34 +53,12 @@ fn template_tokenizer_and_logits_match_llama_cpp() {
         );
     }
 
-    let model = engine.model_mut();
-    model.reset().unwrap();
-    let mut logits = model.forward(&r.prompt_ids, 0).unwrap();
-    let mut position = r.prompt_ids.len();
-    let mut worst = (0.0f32, 0, 0);
-    for (i, step) in r.steps.iter().enumerate() {
-        for (&id, &expected) in step.top_ids.iter().zip(&step.top_logits).take(10) {
-            let diff = (logits[id as usize] - expected).abs();
-            if diff > worst.0 {
-                worst = (diff, i, id);
-            }
-        }
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        for id in &order[..5] {
-            assert!(
-                step.top_ids.contains(id),
-                "step {i}: our top-5 token {id} is not in llama.cpp's top-20"
-            );
-        }
-        if let Some(&token) = r.greedy_tokens.get(i) {
-            logits = model.forward(&[token], position).unwrap();
-            position += 1;
-        }
-    }
-    let (diff, step, id) = worst;
-    assert!(
-        diff <= LOGIT_TOLERANCE,
-        "largest |logit diff| {diff} at step {step}, token {id}"
+    common::compare_steps(
+        engine.model_mut(),
+        &r.prompt_ids,
+        &r.greedy_tokens,
+        &r.steps,
+        false,
+        LOGIT_TOLERANCE,
     );
 }

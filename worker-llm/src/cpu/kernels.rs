@@ -17,10 +17,7 @@ pub trait Kernel: GgmlType + 'static {
     /// `out[i]` = one weight row against activation row `i` of `a` (rows of `n / BLCK_SIZE` blocks): a
     /// batch's rows, so that a kernel may unpack each weight block once for all of them.
     fn dot_rows(n: usize, w: &[Self], a: &[Self::VecDotType], out: &mut [f32]) {
-        let b = n / Self::BLCK_SIZE;
-        for (o, a) in out.iter_mut().zip(a.chunks_exact(b)) {
-            *o = Self::dot(n, w, a);
-        }
+        one_by_one(n, w, a, out)
     }
 
     /// Quantizes one activation row for [`Kernel::dot`], as ggml does for this type.
@@ -77,6 +74,53 @@ const _: () = assert!(std::mem::align_of::<Q41>() == std::mem::align_of::<BlockQ
 const _: () = assert!(std::mem::size_of::<Q81>() == std::mem::size_of::<BlockQ8_1>());
 const _: () = assert!(std::mem::align_of::<Q81>() == std::mem::align_of::<BlockQ8_1>());
 
+/// Whether this CPU has the features the AVX2 kernels below are compiled for.
+fn has_avx2_fma_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A slice of blocks seen as its field-for-field copy.
+///
+/// # Safety
+/// `U` must have `T`'s size and alignment, and every bit pattern of `T` must be a valid `U`.
+unsafe fn view<T, U>(s: &[T]) -> &[U] {
+    // SAFETY: the caller's promise.
+    unsafe { std::slice::from_raw_parts(s.as_ptr() as *const U, s.len()) }
+}
+
+/// [`Kernel::dot_rows`] one activation row at a time.
+fn one_by_one<T: Kernel>(n: usize, w: &[T], a: &[T::VecDotType], out: &mut [f32]) {
+    for (o, a) in out.iter_mut().zip(a.chunks_exact(n / T::BLCK_SIZE)) {
+        *o = T::dot(n, w, a);
+    }
+}
+
+/// `out[i]` from activation row `i` of `a` (rows of `blocks` blocks): `four` rows at a time, `one` for
+/// the last fewer than four.
+fn by_fours<A>(
+    blocks: usize,
+    a: &[A],
+    out: &mut [f32],
+    four: impl Fn([&[A]; 4]) -> [f32; 4],
+    one: impl Fn(&[A]) -> f32,
+) {
+    let full = out.len() / 4 * 4;
+    let (fours, rest) = out.split_at_mut(full);
+    let mut rows = a.chunks_exact(blocks);
+    for o in fours.chunks_exact_mut(4) {
+        let rows = [(); 4].map(|_| rows.next().expect("the caller checked a row per output"));
+        o.copy_from_slice(&four(rows));
+    }
+    for (o, row) in rest.iter_mut().zip(rows) {
+        *o = one(row);
+    }
+}
+
 /// ggml's `quantize_row_q8_1`, the activations of Q4_1 and Q5_1 weights. Candle's `from_float` rounds
 /// the block sum `s` twice (`f16(sum) * f16(d)`, losing up to 2 in `sum` past 2048), where ggml rounds
 /// `sum * d` once with `d` in f32; the weights' offset `m` multiplies that error into every product, which
@@ -103,39 +147,22 @@ impl Kernel for kq::BlockQ8_0 {
     fn dot_rows(n: usize, w: &[Self], a: &[kq::BlockQ8_0], out: &mut [f32]) {
         let blocks = n / 32;
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-            && w.len() >= blocks
-            && a.len() >= out.len() * blocks
-        {
+        if has_avx2_fma_f16c() && w.len() >= blocks && a.len() >= out.len() * blocks {
             // SAFETY: Q80 is a field-for-field copy of Candle's #[repr(C)] block (size and alignment
-            // asserted above), every bit pattern is a valid value of its fields, and the CPU has the
-            // features the kernel is compiled for.
-            let full = out.len() / 4 * 4;
-            let (w80, a80) = unsafe {
-                (
-                    std::slice::from_raw_parts(w.as_ptr() as *const Q80, blocks),
-                    std::slice::from_raw_parts(a.as_ptr() as *const Q80, full * blocks),
-                )
-            };
-            let mut rows = a80.chunks_exact(blocks);
-            let (fours, rest) = out.split_at_mut(full);
-            for o in fours.chunks_exact_mut(4) {
-                let four = [(); 4].map(|_| rows.next().expect("four rows per chunk of four outputs"));
-                // SAFETY: as above.
-                o.copy_from_slice(&unsafe { q8_0_avx2_rows(w80, four) });
-            }
-            // Fewer than four rows (a single sequence's decode): Candle's one-row AVX kernel.
-            for (o, a) in rest.iter_mut().zip(a[full * blocks..].chunks_exact(blocks)) {
-                *o = Self::dot(n, w, a);
-            }
+            // asserted above), and every bit pattern is a valid value of its fields.
+            let w80 = unsafe { view::<_, Q80>(&w[..blocks]) };
+            by_fours(
+                blocks,
+                a,
+                out,
+                // SAFETY: as above; the CPU has the features the kernel is compiled for.
+                |four| unsafe { q8_0_avx2_rows(w80, four.map(|r| view(r))) },
+                // Fewer than four rows (a single sequence's decode): Candle's one-row AVX kernel.
+                |row| Self::dot(n, w, row),
+            );
             return;
         }
-        let b = blocks;
-        for (o, a) in out.iter_mut().zip(a.chunks_exact(b)) {
-            *o = Self::dot(n, w, a);
-        }
+        one_by_one(n, w, a, out)
     }
 }
 
@@ -155,10 +182,7 @@ impl Kernel for BlockQ4_1 {
             )
         };
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
+        if has_avx2_fma_f16c() {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { q4_1_avx2(w, a) };
         }
@@ -168,36 +192,21 @@ impl Kernel for BlockQ4_1 {
     fn dot_rows(n: usize, w: &[Self], a: &[BlockQ8_1], out: &mut [f32]) {
         let blocks = n / 32;
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-            && w.len() >= blocks
-            && a.len() >= out.len() * blocks
-        {
-            // SAFETY: as in `dot`; the CPU has the features the kernel is compiled for.
-            let (w, a) = unsafe {
-                (
-                    std::slice::from_raw_parts(w.as_ptr() as *const Q41, blocks),
-                    std::slice::from_raw_parts(a.as_ptr() as *const Q81, out.len() * blocks),
-                )
-            };
-            let mut rows = a.chunks_exact(blocks);
-            let mut outs = out.chunks_exact_mut(4);
-            for o in &mut outs {
-                let four = [(); 4].map(|_| rows.next().expect("four rows per chunk of four outputs"));
+        if has_avx2_fma_f16c() && w.len() >= blocks && a.len() >= out.len() * blocks {
+            // SAFETY: as in `dot`.
+            let w41 = unsafe { view::<_, Q41>(&w[..blocks]) };
+            by_fours(
+                blocks,
+                a,
+                out,
+                // SAFETY: as above; the CPU has the features the kernels are compiled for.
+                |four| unsafe { q4_1_avx2_rows(w41, four.map(|r| view(r))) },
                 // SAFETY: as above.
-                o.copy_from_slice(&unsafe { q4_1_avx2_rows(w, four) });
-            }
-            for (o, a) in outs.into_remainder().iter_mut().zip(rows) {
-                // SAFETY: as above.
-                *o = unsafe { q4_1_avx2(w, a) };
-            }
+                |row| unsafe { q4_1_avx2(w41, view(row)) },
+            );
             return;
         }
-        let b = blocks;
-        for (o, a) in out.iter_mut().zip(a.chunks_exact(b)) {
-            *o = Self::dot(n, w, a);
-        }
+        one_by_one(n, w, a, out)
     }
 }
 

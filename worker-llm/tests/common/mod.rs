@@ -34,3 +34,54 @@ fn cached(relative: &str) -> PathBuf {
     );
     path
 }
+
+/// llama.cpp's view of one position: its highest logits, best first.
+#[derive(serde::Deserialize)]
+pub struct Step {
+    pub top_ids: Vec<u32>,
+    pub top_logits: Vec<f32>,
+}
+
+/// Feeds `prompt`, then llama.cpp's `greedy` tokens one by one, and checks at every step that our top-5
+/// tokens lie in llama.cpp's top-20 (and, with `same_greedy`, that our top token is its greedy token);
+/// asserts the largest |logit difference| on llama.cpp's top-10 is at most `tolerance`.
+pub fn compare_steps(
+    model: &mut dyn worker_llm::CausalLm,
+    prompt: &[u32],
+    greedy: &[u32],
+    steps: &[Step],
+    same_greedy: bool,
+    tolerance: f32,
+) {
+    model.reset().unwrap();
+    let mut logits = model.forward(prompt, 0).unwrap();
+    let mut worst = (0.0f32, 0, 0);
+    for (i, step) in steps.iter().enumerate() {
+        for (&id, &expected) in step.top_ids.iter().zip(&step.top_logits).take(10) {
+            let diff = (logits[id as usize] - expected).abs();
+            if diff > worst.0 {
+                worst = (diff, i, id);
+            }
+        }
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        for id in &order[..5] {
+            assert!(
+                step.top_ids.contains(id),
+                "step {i}: our top-5 token {id} is not in llama.cpp's top-20"
+            );
+        }
+        let Some(&token) = greedy.get(i) else {
+            break;
+        };
+        if same_greedy {
+            assert_eq!(order[0], token, "step {i}: greedy token");
+        }
+        logits = model.forward(&[token], prompt.len() + i).unwrap();
+    }
+    let (diff, step, id) = worst;
+    assert!(
+        diff <= tolerance,
+        "largest |logit diff| {diff} at step {step}, token {id}"
+    );
+}
