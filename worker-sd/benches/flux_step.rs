@@ -12,21 +12,8 @@ use candle_core::{DType, Device, Tensor};
 use worker_sd::flux::FluxTransformer;
 use worker_sd::flux::pipeline::img_ids;
 
-/// The value after `name` on the command line, or `default` when absent.
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn number(name: &str, default: &str) -> anyhow::Result<usize> {
-    let v = arg(name, default);
-    v.parse()
-        .map_err(|_| anyhow::anyhow!("{name} takes a whole number, got {v:?}"))
-}
+mod common;
+use common::{arg, number};
 
 fn main() -> anyhow::Result<()> {
     let model = PathBuf::from(arg("--model", ""));
@@ -34,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         model.join("transformer").is_dir(),
         "--model must name a folder with a transformer/ folder"
     );
-    let (size, calls) = (number("--size", "512")?, number("--calls", "3")?);
+    let (size, calls): (usize, usize) = (number("--size", "512")?, number("--calls", "3")?);
     anyhow::ensure!(
         calls >= 1 && size % 16 == 0,
         "--calls >= 1, --size a multiple of 16"

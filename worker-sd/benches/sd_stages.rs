@@ -13,26 +13,13 @@ use worker_sd::pipeline::{ImagePipeline, LoadOptions, generate};
 use worker_sd::request::GenerationRequest;
 use worker_sd::{sd, sdxl};
 
-/// The value after `name` on the command line, or `default` when absent.
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn number(name: &str, default: &str) -> anyhow::Result<u32> {
-    let v = arg(name, default);
-    v.parse()
-        .map_err(|_| anyhow::anyhow!("{name} takes a whole number, got {v:?}"))
-}
+mod common;
+use common::{arg, number};
 
 fn main() -> anyhow::Result<()> {
     let model = PathBuf::from(arg("--model", ""));
     anyhow::ensure!(model.is_dir(), "--model must name a diffusers folder");
-    let (size, steps) = (number("--size", "512")?, number("--steps", "3")?);
+    let (size, steps): (u32, u32) = (number("--size", "512")?, number("--steps", "3")?);
     anyhow::ensure!(
         steps >= 2,
         "--steps must be at least 2 (step time is the gap between steps)"
