@@ -1,10 +1,12 @@
-"""worker-sd against diffusers at the real shapes of Stable Diffusion 1.5, stage by stage.
+"""worker-sd against diffusers at the real shapes of Stable Diffusion 1.5 or SDXL, stage by stage.
 
-    bash scripts/bench/sd-bench.sh [--size 512] [--steps 3] [--rounds 1]
+    bash scripts/bench/sd-bench.sh [--model sd15|sdxl] [--size 512] [--steps 3] [--rounds 1]
 
-Builds (once, cached in SD_BENCH_DIR, default ~/.cache/omc-bench/sd15) a diffusers folder with SD 1.5's real
-UNet, VAE and CLIP text encoder configs and random weights (seed 0; speed does not depend on the values), float32
-safetensors, and the tiny fixture's tokenizer (ids differ from CLIP's, the 77-token rows do not). Then, in
+Builds (once, cached in SD_BENCH_DIR, default ~/.cache/omc-bench/MODEL) a diffusers folder with the real UNet,
+VAE and CLIP text encoder configs and random weights (seed 0; speed does not depend on the values), and the tiny
+fixture's tokenizer (ids differ from CLIP's, the 77-token rows do not). SD 1.5's weights are stored as float32
+(4.3 GB); SDXL's as float16 (7 GB instead of 14; both sides load them as float32, so the memory figures are
+those of a float32 model, apart from the moment of conversion). Then, in
 alternated rounds, runs worker-sd's stage bench (benches/sd_stages.rs, the binary given by --candle) and
 diffusers 0.42.1 (this script with --side diffusers), each in its own process with the same thread count
 (THREADS: RAYON_NUM_THREADS for candle, torch.set_num_threads for torch), and prints: load, text encoding
@@ -37,6 +39,52 @@ SD_VAE = dict(
     down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=32,
     act_fn="silu", sample_size=512, scaling_factor=0.18215,
 )
+# SDXL's second text encoder (OpenCLIP ViT-bigG-14's text tower) and VAE, as published.
+CLIP_G = dict(CLIP_L, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+              hidden_act="gelu", projection_dim=1280)
+SDXL_VAE = dict(SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+
+
+def tokenizer(tmp: pathlib.Path):
+    """The tiny fixture's tokenizer with CLIP's 77-token rows."""
+    from transformers import CLIPTokenizer
+
+    tok_dir = tmp / "tok-src"
+    shutil.copytree(ROOT / "tests/fixtures/sd/tiny-sd15/tokenizer", tok_dir)
+    tok_config = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    tok_config["model_max_length"] = 77
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    tok = CLIPTokenizer.from_pretrained(tok_dir)
+    shutil.rmtree(tok_dir)
+    return tok
+
+
+def build_sdxl(folder: pathlib.Path):
+    """Writes the SDXL-shaped diffusers folder (float16 weights) with random weights, unless it is there."""
+    if (folder / "model_index.json").exists():
+        return
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tmp = folder.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tok = tokenizer(tmp)
+    parts = dict(
+        unet=UNet2DConditionModel.from_config(
+            json.loads((CONFIGS / "sdxl-base-1.0-unet_config.json").read_text())).half(),
+        vae=AutoencoderKL(**SDXL_VAE).half(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_L)).half(),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G)).half(),
+    )
+    scheduler = EulerDiscreteScheduler.from_config(
+        json.loads((CONFIGS / "sd15-scheduler_scheduler_config.json").read_text()))
+    pipe = StableDiffusionXLPipeline(tokenizer=tok, tokenizer_2=tok, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=False, **parts)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    tmp.rename(folder)
 
 
 def build(folder: pathlib.Path):
@@ -45,7 +93,7 @@ def build(folder: pathlib.Path):
         return
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     unet_config = json.loads((CONFIGS / "sd15-unet_config.json").read_text())
@@ -54,37 +102,35 @@ def build(folder: pathlib.Path):
     text = CLIPTextModel(CLIPTextConfig(**CLIP_L))
     tmp = folder.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tok_dir = tmp / "tok-src"
-    shutil.copytree(ROOT / "tests/fixtures/sd/tiny-sd15/tokenizer", tok_dir)
-    tok_config = json.loads((tok_dir / "tokenizer_config.json").read_text())
-    tok_config["model_max_length"] = 77
-    (tok_dir / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    tmp.mkdir(parents=True)
+    tok = tokenizer(tmp)
     scheduler = EulerDiscreteScheduler.from_config(
         json.loads((CONFIGS / "sd15-scheduler_scheduler_config.json").read_text()))
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(tok_dir), unet=unet,
+        vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(tok_dir)
     tmp.rename(folder)
 
 
 def diffusers_side(folder: pathlib.Path, size: int, steps: int, threads: int):
-    """Times diffusers' StableDiffusionPipeline stage by stage and prints one JSON line."""
+    """Times diffusers' StableDiffusion(XL)Pipeline stage by stage and prints one JSON line."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
+    pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     load_s = time.perf_counter() - start
     with torch.no_grad():
         times = []
         for _ in range(3):
             start = time.perf_counter()
-            pipe.encode_prompt("a red cat", "cpu", 1, True, "")
+            # A negative prompt that is not empty: SDXL pipelines may skip encoding an empty one.
+            pipe.encode_prompt(prompt="a red cat", device="cpu", num_images_per_prompt=1,
+                               do_classifier_free_guidance=True, negative_prompt="blurry")
             times.append(time.perf_counter() - start)
         text_s = min(times)
 
@@ -123,6 +169,7 @@ def child(cmd, env):
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=["sd15", "sdxl"], default="sd15")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
@@ -130,13 +177,13 @@ def main():
     parser.add_argument("--candle", help="the sd_stages bench binary")
     parser.add_argument("--side", choices=["diffusers", "both"], default="both")
     parser.add_argument("--only", choices=["diffusers", "worker-sd"], help="time one side only")
-    parser.add_argument("--dir", default=os.environ.get("SD_BENCH_DIR",
-                                                        str(pathlib.Path.home() / ".cache/omc-bench/sd15")))
+    parser.add_argument("--dir", help="the model folder (default SD_BENCH_DIR or ~/.cache/omc-bench/MODEL)")
     args = parser.parse_args()
-    folder = pathlib.Path(args.dir)
+    folder = pathlib.Path(args.dir or os.environ.get("SD_BENCH_DIR")
+                          or pathlib.Path.home() / ".cache/omc-bench" / args.model)
     if args.side == "diffusers":
         return diffusers_side(folder, args.size, args.steps, args.threads)
-    build(folder)
+    (build_sdxl if args.model == "sdxl" else build)(folder)
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     common = ["--size", str(args.size), "--steps", str(args.steps)]
     sides = {
@@ -161,7 +208,8 @@ def main():
         for r in runs:
             r["whole20_s"] = r["image_s"] + (20 - args.steps) * r["step_s"]
         med[name] = {k: statistics.median(r[k] for r in runs) for k, _ in keys}
-    print(f"SD 1.5 shapes, {args.size}x{args.size}, CPU float32, {args.threads} threads, median of {args.rounds} round(s)")
+    name = {"sd15": "SD 1.5", "sdxl": "SDXL"}[args.model]
+    print(f"{name} shapes, {args.size}x{args.size}, CPU float32, {args.threads} threads, median of {args.rounds} round(s)")
     names = list(med)
     header = f"{'':32}" + "".join(f"{n:>12}" for n in names)
     print(header + (f"{'ratio':>10}" if len(names) == 2 else ""))

@@ -1,6 +1,6 @@
-//! Times each stage of worker-sd's SD 1.x pipeline on a diffusers folder and prints one JSON line:
+//! Times each stage of worker-sd's SD 1.x or SDXL pipeline on a diffusers folder and prints one JSON line:
 //! load, text encoding (prompt and negative prompt), seconds per UNet step (CFG, batch 2), VAE decode and
-//! the whole generation. `scripts/bench/sd-bench.sh` builds an SD 1.5-shaped folder with random weights and
+//! the whole generation. `scripts/bench/sd-bench.sh` builds an SD 1.5- or SDXL-shaped folder with random weights and
 //! runs this beside diffusers (`scripts/bench/sd_vs_diffusers.py`), which measures peak RSS and prints ratios.
 //!
 //! `cargo bench -p worker-sd --bench sd_stages -- --model DIR --size 512 --steps 3`
@@ -9,50 +9,55 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use worker_sd::pipeline::{LoadOptions, generate};
+use worker_sd::pipeline::{ImagePipeline, LoadOptions, generate};
 use worker_sd::request::GenerationRequest;
-use worker_sd::sd::{Parts, SdPipeline};
+use worker_sd::{sd, sdxl};
 
-/// The value after `name` on the command line, or `default` when absent.
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn number(name: &str, default: &str) -> anyhow::Result<u32> {
-    let v = arg(name, default);
-    v.parse()
-        .map_err(|_| anyhow::anyhow!("{name} takes a whole number, got {v:?}"))
-}
+mod common;
+use common::{arg, number};
 
 fn main() -> anyhow::Result<()> {
     let model = PathBuf::from(arg("--model", ""));
     anyhow::ensure!(model.is_dir(), "--model must name a diffusers folder");
-    let (size, steps) = (number("--size", "512")?, number("--steps", "3")?);
+    let (size, steps): (u32, u32) = (number("--size", "512")?, number("--steps", "3")?);
     anyhow::ensure!(
         steps >= 2,
         "--steps must be at least 2 (step time is the gap between steps)"
     );
     let device = Device::Cpu;
     let start = Instant::now();
-    let pipe = SdPipeline::new(
-        Parts::from_diffusers(&model, &device)?,
-        &LoadOptions::cpu("bench"),
-    )?;
-    let load_s = start.elapsed().as_secs_f64();
-
+    let options = LoadOptions::cpu("bench");
+    let loaded = if model.join("text_encoder_2").is_dir() {
+        Loaded::Sdxl(Box::new(sdxl::SdxlPipeline::new(
+            sdxl::Parts::from_diffusers(&model, &device)?,
+            &options,
+        )?))
+    } else {
+        Loaded::Sd(Box::new(sd::SdPipeline::new(
+            sd::Parts::from_diffusers(&model, &device)?,
+            &options,
+        )?))
+    };
+    let pipe: &dyn ImagePipeline = match &loaded {
+        Loaded::Sd(p) => p.as_ref(),
+        Loaded::Sdxl(p) => p.as_ref(),
+    };
     // Text encoding: the prompt and the negative prompt, as one guided generation does; best of 3.
     let tokens = Tensor::new(&[[98u32; 77]], &device)?;
+    let encode = || -> anyhow::Result<()> {
+        for _ in 0..2 {
+            match &loaded {
+                Loaded::Sd(p) => drop(p.text_encoder().forward(&tokens)?),
+                Loaded::Sdxl(p) => drop(p.text().encode_tokens(&tokens, &tokens, 1)?),
+            }
+        }
+        Ok(())
+    };
+    let load_s = start.elapsed().as_secs_f64();
     let text_s = (0..3)
         .map(|_| -> anyhow::Result<f64> {
             let start = Instant::now();
-            for _ in 0..2 {
-                pipe.text_encoder().forward(&tokens)?;
-            }
+            encode()?;
             Ok(start.elapsed().as_secs_f64())
         })
         .collect::<anyhow::Result<Vec<_>>>()?
@@ -70,11 +75,11 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     // Warm-up at a small size: thread pools and allocator.
-    generate(&pipe, request(64, 2), None, &mut |_, _| Ok(()))?;
+    generate(pipe, request(64, 2), None, &mut |_, _| Ok(()))?;
 
     let mut marks = Vec::new();
     let start = Instant::now();
-    generate(&pipe, request(size, steps), None, &mut |_, _| {
+    generate(pipe, request(size, steps), None, &mut |_, _| {
         marks.push(start.elapsed().as_secs_f64());
         Ok(())
     })?;
@@ -89,4 +94,10 @@ fn main() -> anyhow::Result<()> {
          \"text_s\": {text_s:.5}, \"step_s\": {step_s:.4}, \"decode_s\": {decode_s:.4}, \"image_s\": {image_s:.4}}}"
     );
     Ok(())
+}
+
+/// The pipeline of either base.
+enum Loaded {
+    Sd(Box<sd::SdPipeline>),
+    Sdxl(Box<sdxl::SdxlPipeline>),
 }

@@ -59,7 +59,7 @@ impl EmbeddingFile {
     /// Reads `path` (safetensors only; pickle files are refused before anything is opened).
     pub fn read(path: &Path) -> Result<Self> {
         crate::loading::refuse_pickle(path)?;
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let tensors = crate::loading::read_safetensors(path, &Device::Cpu)?;
         let what = || path.display().to_string();
         let as_rows = |key: &str, t: &Tensor| -> Result<Tensor> {
             let t = t.to_dtype(DType::F32)?;

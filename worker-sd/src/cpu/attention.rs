@@ -1,17 +1,21 @@
-//! Scaled dot-product attention by blocks of queries: for each (image, head, block of query rows) the
-//! block's scores against every key are computed, exponentiated and multiplied by the values, then each
-//! output row is divided by its sum. The exact softmax of a row needs only that row, so at most one block
-//! of scores per thread exists (at SD 1.5's 64x64 latents, 64 x 4096 floats instead of 4096 x 4096 per head).
+//! Scaled dot-product attention, flash-attention style: for each (image, head, block of query rows) the
+//! keys and values are taken a block at a time; each block's scores are exponentiated against the rows'
+//! running maximum (an online softmax: when a row's maximum grows, its running sum and output are scaled
+//! down by the difference), multiplied by the block's values and added to the rows' output, which is
+//! divided by the rows' sums at the end. Neither the score matrix nor a whole score row ever exists: at
+//! most one block of scores per thread (64 x 1024 floats, 256 KiB, in cache).
 //! Q, K and V are read where the projections wrote them, `(batch, tokens, heads * head_dim)`, and the
 //! output is written in that layout too: no transposes to and from one-head-per-batch.
 
 use candle_core::{Result, Tensor};
 
-use super::math::exp_shifted;
+use super::math::{exp, exp_minus};
 use super::{SharedOut, for_items, gemm, with_scratch, with_slice};
 
-/// Scores per block: rows of queries times keys, about 1 MiB of floats.
-const BLOCK_SCORES: usize = 1 << 18;
+/// Query rows per block: enough rows for the GEMMs to run at speed, and many blocks to share out.
+const QUERY_ROWS: usize = 64;
+/// Keys per block: a block of scores stays in the core's cache.
+const KEY_BLOCK: usize = 1024;
 
 /// `softmax(q k^T * scale) v` per head: `q` `(b, nq, heads * d)`, `k` and `v` `(b, nk, heads * d)`, float32
 /// on the CPU; returns `(b, nq, heads * d)`.
@@ -19,7 +23,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let (b, nq, width) = q.dims3()?;
     let (bk, nk, width_k) = k.dims3()?;
-    if (bk, nk, width_k) != v.dims3()? || bk != b || width_k != width || heads == 0 || width % heads != 0 {
+    if (bk, nk, width_k) != v.dims3()?
+        || bk != b
+        || width_k != width
+        || heads == 0
+        || width % heads != 0
+        || nk == 0
+    {
         candle_core::bail!(
             "attention: q {:?}, k {:?}, v {:?} do not fit {heads} heads",
             q.dims(),
@@ -28,7 +38,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
         );
     }
     let d = width / heads;
-    let rows = (BLOCK_SCORES / nk.max(1)).clamp(8, 512).min(nq.max(1));
+    let rows = QUERY_ROWS.min(nq.max(1));
+    let key_block = KEY_BLOCK.min(nk);
     let blocks = nq.div_ceil(rows);
     let mut out = vec![0f32; b * nq * width];
     let dst = SharedOut(out.as_mut_ptr());
@@ -39,42 +50,29 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                     let (bi, h, block) = (item / (heads * blocks), item / blocks % heads, item % blocks);
                     let row0 = block * rows;
                     let m = rows.min(nq - row0);
-                    let q0 = &qs[(bi * nq + row0) * width + h * d..];
-                    let k0 = &ks[bi * nk * width + h * d..];
-                    let v0 = &vs[bi * nk * width + h * d..];
                     let dst = &dst;
-                    with_scratch(m * nk, |scores| {
-                        // SAFETY: scores is m x nk; q0 holds m rows of d at stride width, k0 and v0 nk rows;
-                        // the output rows (bi, row0..row0+m, head h) belong to this item only.
-                        unsafe {
-                            gemm(
-                                (m, nk, d),
-                                (scores.as_mut_ptr(), nk, 1),
-                                (q0.as_ptr(), width, 1),
-                                (k0.as_ptr(), 1, width),
-                                false,
-                                scale,
-                                parallel_gemm,
-                            );
-                        }
-                        let sums: Vec<f32> = scores.chunks_exact_mut(nk).map(exp_shifted).collect();
+                    let block = Block {
+                        q: &qs[(bi * nq + row0) * width + h * d..],
+                        k: &ks[bi * nk * width + h * d..],
+                        v: &vs[bi * nk * width + h * d..],
+                        m,
+                        nk,
+                        d,
+                        width,
+                        scale,
+                        parallel_gemm,
+                    };
+                    with_scratch(m * key_block + m * d + 2 * m, |scratch| {
+                        let (scores, rest) = scratch.split_at_mut(m * key_block);
+                        let (acc, rest) = rest.split_at_mut(m * d);
+                        let (maxes, sums) = rest.split_at_mut(m);
+                        block.run(key_block, scores, acc, maxes, sums);
                         let o0 = (bi * nq + row0) * width + h * d;
-                        // SAFETY: as above.
-                        unsafe {
-                            gemm(
-                                (m, d, nk),
-                                (dst.0.add(o0), width, 1),
-                                (scores.as_ptr(), nk, 1),
-                                (v0.as_ptr(), width, 1),
-                                false,
-                                1.0,
-                                parallel_gemm,
-                            );
-                            for (r, sum) in sums.iter().enumerate() {
-                                let row = std::slice::from_raw_parts_mut(dst.0.add(o0 + r * width), d);
-                                let inv = 1.0 / sum;
-                                row.iter_mut().for_each(|x| *x *= inv);
-                            }
+                        for (r, (row, sum)) in acc.chunks_exact(d).zip(sums.iter()).enumerate() {
+                            // SAFETY: the output rows (bi, row0..row0+m, head h) belong to this item only.
+                            let out = unsafe { std::slice::from_raw_parts_mut(dst.0.add(o0 + r * width), d) };
+                            let inv = 1.0 / sum;
+                            out.iter_mut().zip(row).for_each(|(o, a)| *o = a * inv);
                         }
                     })
                 })
@@ -82,6 +80,77 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
         })
     })???;
     Tensor::from_vec(out, (b, nq, width), q.device())
+}
+
+/// One block of query rows of one head, against every key and value of that head.
+struct Block<'a> {
+    /// The rows' queries (row stride `width`), keys and values (from the first, row stride `width`).
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    m: usize,
+    nk: usize,
+    d: usize,
+    width: usize,
+    scale: f32,
+    parallel_gemm: bool,
+}
+
+impl Block<'_> {
+    /// Leaves in `acc` (m x d) the rows' unnormalised outputs and in `sums` their softmax denominators.
+    fn run(
+        &self,
+        key_block: usize,
+        scores: &mut [f32],
+        acc: &mut [f32],
+        maxes: &mut [f32],
+        sums: &mut [f32],
+    ) {
+        let (m, d, width) = (self.m, self.d, self.width);
+        maxes.fill(f32::NEG_INFINITY);
+        sums.fill(0.0);
+        for key0 in (0..self.nk).step_by(key_block) {
+            let n = key_block.min(self.nk - key0);
+            let scores = &mut scores[..m * n];
+            // SAFETY: scores is m x n; q holds m rows of d at stride width, k and v nk rows from their start.
+            unsafe {
+                gemm(
+                    (m, n, d),
+                    (scores.as_mut_ptr(), n, 1),
+                    (self.q.as_ptr(), width, 1),
+                    (self.k[key0 * width..].as_ptr(), 1, width),
+                    false,
+                    self.scale,
+                    self.parallel_gemm,
+                );
+            }
+            for (r, row) in scores.chunks_exact_mut(n).enumerate() {
+                let block_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let max = maxes[r].max(block_max);
+                let block_sum = exp_minus(row, max);
+                if key0 > 0 && max > maxes[r] {
+                    // The row's maximum grew: what was summed so far was relative to the old one.
+                    let shrink = exp(maxes[r] - max);
+                    sums[r] *= shrink;
+                    acc[r * d..][..d].iter_mut().for_each(|a| *a *= shrink);
+                }
+                sums[r] += block_sum;
+                maxes[r] = max;
+            }
+            // SAFETY: as above; acc is m x d, written whole by the first block.
+            unsafe {
+                gemm(
+                    (m, d, n),
+                    (acc.as_mut_ptr(), d, 1),
+                    (scores.as_ptr(), n, 1),
+                    (self.v[key0 * width..].as_ptr(), width, 1),
+                    key0 > 0,
+                    1.0,
+                    self.parallel_gemm,
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -116,12 +185,14 @@ mod tests {
     #[test]
     fn matches_candle_for_self_and_cross_attention() {
         // (batch, queries, keys, heads, head dim): self-attention with several query blocks, cross
-        // attention on 77 text tokens, one wide head as the VAE's.
+        // attention on 77 text tokens, one wide head as the VAE's, keys in several blocks (each block's
+        // maximum differs, so the online softmax rescales).
         let cases = [
             (2, 300, 300, 4, 8),
             (2, 130, 77, 8, 5),
             (1, 64, 64, 1, 48),
             (1, 3000, 90, 2, 4),
+            (1, 70, 2500, 2, 16),
         ];
         for (i, &(b, nq, nk, heads, d)) in cases.iter().enumerate() {
             let q = random(&[b, nq, heads * d], i as u64);

@@ -1,6 +1,7 @@
 //! 2D convolution (NCHW, groups 1, dilation 1) as GEMMs: the weights `(c_out, c_in * kh * kw)` as they are
 //! stored, times im2col tiles of the input (the input itself for 1x1 kernels), written straight into the
-//! NCHW output after its bias.
+//! NCHW output after its bias. The upsamplers' nearest-neighbour doubling is folded into the im2col tiles
+//! ([`conv2d_upsampled`]): the doubled input, 4x the input's memory, never exists.
 
 use super::{SharedOut, for_items, gemm, with_scratch, with_slice};
 use candle_core::{Result, Tensor};
@@ -18,11 +19,34 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv(x, weight, bias, stride, padding, 1)
+}
+
+/// `conv2d(upsample_nearest2d(x, 2 h, 2 w), weight) + bias` (stride 1), without the upsampled input.
+pub fn conv2d_upsampled(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+) -> Result<Tensor> {
+    conv(x, weight, bias, 1, padding, 2)
+}
+
+/// The convolution of `x` with each pixel repeated `up` x `up` times.
+fn conv(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    up: usize,
+) -> Result<Tensor> {
     let x = x.contiguous()?;
     let weight = weight.contiguous()?;
     let (b, c_in, h, w) = x.dims4()?;
     let (c_out, c_in_w, kh, kw) = weight.dims4()?;
-    if c_in != c_in_w || stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
+    let (vh, vw) = (h * up, w * up);
+    if c_in != c_in_w || stride == 0 || vh + 2 * padding < kh || vw + 2 * padding < kw {
         candle_core::bail!(
             "conv2d: input {:?} does not fit weight {:?} (stride {stride}, padding {padding})",
             x.dims(),
@@ -30,8 +54,8 @@ pub fn conv2d(
         );
     }
     let (oh, ow) = (
-        (h + 2 * padding - kh) / stride + 1,
-        (w + 2 * padding - kw) / stride + 1,
+        (vh + 2 * padding - kh) / stride + 1,
+        (vw + 2 * padding - kw) / stride + 1,
     );
     let pixels = oh * ow;
     let mut out = vec![0f32; b * c_out * pixels];
@@ -54,6 +78,7 @@ pub fn conv2d(
         oh,
         ow,
         c_out,
+        up,
     };
     with_slice(&x, |xs| {
         with_slice(&weight, |ws| geometry.run(b, xs, ws, &mut out, bias.is_some()))
@@ -61,7 +86,7 @@ pub fn conv2d(
     Tensor::from_vec(out, (b, c_out, oh, ow), x.device())
 }
 
-/// The sizes of one convolution.
+/// The sizes of one convolution: the input is `h` x `w`, seen `up` times larger.
 struct Geometry {
     c_in: usize,
     h: usize,
@@ -73,6 +98,7 @@ struct Geometry {
     oh: usize,
     ow: usize,
     c_out: usize,
+    up: usize,
 }
 
 impl Geometry {
@@ -82,7 +108,7 @@ impl Geometry {
         let rows_per_tile = TILE_COLUMNS.div_ceil(self.ow).clamp(1, self.oh);
         let tiles = self.oh.div_ceil(rows_per_tile);
         let items = b * tiles;
-        let direct = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0;
+        let direct = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0 && self.up == 1;
         let dst = SharedOut(out.as_mut_ptr());
         for_items(items, |item, parallel_gemm| {
             let (bi, tile) = (item / tiles, item % tiles);
@@ -122,29 +148,48 @@ impl Geometry {
     fn im2col(&self, input: &[f32], row0: usize, rows: usize, col: &mut [f32]) {
         let cols = rows * self.ow;
         let pad = self.padding as isize;
+        let (vh, vw) = (self.h * self.up, self.w * self.up);
         for (r, patch_row) in col.chunks_exact_mut(cols).enumerate() {
             let (ci, dy, dx) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
             let plane = &input[ci * self.h * self.w..][..self.h * self.w];
-            // Output x whose input x = x * stride + dx - pad lies inside the row.
+            // Output x whose (upsampled) input x = x * stride + dx - pad lies inside the row.
             let x_lo = ((pad - dx as isize).max(0) as usize).div_ceil(self.stride);
-            let x_hi = ((self.w as isize + pad - dx as isize + self.stride as isize - 1)
-                / self.stride as isize)
+            let x_hi = ((vw as isize + pad - dx as isize + self.stride as isize - 1) / self.stride as isize)
                 .clamp(0, self.ow as isize) as usize;
             for (ty, seg) in patch_row.chunks_exact_mut(self.ow).enumerate() {
                 let in_y = ((row0 + ty) * self.stride + dy) as isize - pad;
-                if in_y < 0 || in_y >= self.h as isize || x_lo >= x_hi {
+                if in_y < 0 || in_y >= vh as isize || x_lo >= x_hi {
                     seg.fill(0.0); // padding
                     continue;
                 }
                 seg[..x_lo].fill(0.0);
                 seg[x_hi..].fill(0.0);
-                let src = &plane[in_y as usize * self.w..][..self.w];
+                let src = &plane[in_y as usize / self.up * self.w..][..self.w];
                 let first = (x_lo * self.stride + dx) - self.padding;
-                if self.stride == 1 {
-                    seg[x_lo..x_hi].copy_from_slice(&src[first..first + (x_hi - x_lo)]);
-                } else {
-                    for (j, v) in seg[x_lo..x_hi].iter_mut().enumerate() {
-                        *v = src[first + j * self.stride];
+                let seg = &mut seg[x_lo..x_hi];
+                match (self.stride, self.up) {
+                    (1, 1) => seg.copy_from_slice(&src[first..first + seg.len()]),
+                    (1, 2) => {
+                        // Each input pixel twice, starting on its second copy when `first` is odd.
+                        let last_x = (first + seg.len() - 1) / 2;
+                        let (mut out, mut x) = (0, first / 2);
+                        if first % 2 == 1 {
+                            seg[0] = src[x];
+                            (out, x) = (1, x + 1);
+                        }
+                        let mut pairs = seg[out..].chunks_exact_mut(2);
+                        for (pair, &v) in (&mut pairs).zip(&src[x..]) {
+                            pair[0] = v;
+                            pair[1] = v;
+                        }
+                        if let [last] = pairs.into_remainder() {
+                            *last = src[last_x];
+                        }
+                    }
+                    _ => {
+                        for (j, v) in seg.iter_mut().enumerate() {
+                            *v = src[(first + j * self.stride) / self.up];
+                        }
                     }
                 }
             }
@@ -193,6 +238,26 @@ mod tests {
                 .broadcast_sub(&bias.reshape((1, co, 1, 1)).unwrap())
                 .unwrap();
             assert!(max_diff(&plain, &unbiased) < 1e-4, "case {i} without bias");
+        }
+    }
+
+    #[test]
+    fn upsampled_convolution_matches_candles_upsample_then_conv() {
+        // (batch, c_in, h, w, c_out, kernel, padding): the upsamplers' 3x3 same, odd sizes, 1x1.
+        let cases = [
+            (2, 4, 5, 7, 3, 3, 1),
+            (1, 3, 9, 130, 5, 3, 1),
+            (1, 2, 6, 6, 4, 1, 0),
+            (1, 3, 4, 5, 2, 3, 0),
+        ];
+        for (i, &(b, ci, h, w, co, k, p)) in cases.iter().enumerate() {
+            let x = random(&[b, ci, h, w], 300 + i as u64);
+            let weight = random(&[co, ci, k, k], 400 + i as u64);
+            let bias = random(&[co], 500 + i as u64);
+            let ours = conv2d_upsampled(&x, &weight, Some(&bias), p).expect("the kernel runs");
+            let theirs = candle(&x.upsample_nearest2d(2 * h, 2 * w).unwrap(), &weight, &bias, 1, p);
+            let diff = max_diff(&ours, &theirs);
+            assert!(diff < 1e-4, "case {i}: max difference {diff}");
         }
     }
 

@@ -82,6 +82,11 @@ pub fn softmax_in_place(row: &mut [f32]) {
 /// Replaces each value by `e^(value - max of the row)` and returns their sum: a softmax left to divide.
 pub fn exp_shifted(row: &mut [f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    exp_minus(row, max)
+}
+
+/// Replaces each value by `e^(value - max)` and returns their sum.
+pub fn exp_minus(row: &mut [f32], max: f32) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut chunks = row.chunks_exact_mut(16);
     for chunk in &mut chunks {

@@ -5,10 +5,11 @@
 //! latents, 4096x4096 per head: 1 GiB for SD 1.5's 16 heads of a guided step) and takes `exp` one element at
 //! a time; its GroupNorm is a dozen tensor passes, and SiLU another two. Here:
 //! - [`conv`]: convolution as im2col tiles (or the input itself for 1x1) times the weights in their file
-//!   layout, on the `gemm` crate (the GEMM Candle itself uses), bias written first, output in place;
-//! - [`attention`]: attention by blocks of queries, reading Q, K and V in their `(batch, tokens, heads *
-//!   dim)` layout (no head transposes), with an exact softmax per block of rows: the score matrix never
-//!   exists whole;
+//!   layout, on the `gemm` crate (the GEMM Candle itself uses), bias written first, output in place; an
+//!   upsampler's nearest-neighbour doubling read through the im2col tiles;
+//! - [`attention`]: attention by blocks of queries and of keys with an online softmax (flash-attention
+//!   style), reading Q, K and V in their `(batch, tokens, heads * dim)` layout (no head transposes): neither
+//!   the score matrix nor a whole score row ever exists;
 //! - [`norm`]: GroupNorm with the SiLU that follows it fused, in one read and one write;
 //! - [`math`]: an `exp` that vectorises.
 //!

@@ -321,7 +321,7 @@ pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<S
     if path.extension().is_none_or(|e| e != "safetensors") {
         return Err(FluxError::NotSafetensors(path.display().to_string()));
     }
-    candle_core::safetensors::load(path, device).map_err(|e| match e {
+    crate::loading::read_safetensors(path, device).map_err(|e| match e {
         candle_core::Error::Io(source) => FluxError::Io {
             path: path.display().to_string(),
             source,

@@ -37,6 +37,18 @@ pub fn conv2d(
     })
 }
 
+impl Conv2d {
+    /// `forward(upsample_nearest2d(xs, 2 h, 2 w))`, on the CPU without the upsampled input.
+    pub fn forward_upsampled(&self, xs: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        if cpu::applies(xs) && c.groups == 1 && c.dilation == 1 && c.stride == 1 {
+            return cpu::conv::conv2d_upsampled(xs, self.inner.weight(), self.inner.bias(), c.padding);
+        }
+        let (_, _, h, w) = xs.dims4()?;
+        self.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let c = &self.config;

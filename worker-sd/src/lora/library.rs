@@ -100,7 +100,7 @@ impl Library {
         if !path.is_file() {
             return Err(invalid(format!("no LoRA file {}", path.display())));
         }
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let tensors = crate::loading::read_safetensors(path, &Device::Cpu)?;
         let file = Arc::new(LoraFile {
             name: name.to_string(),
             path: key.clone(),
