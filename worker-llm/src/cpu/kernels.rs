@@ -126,13 +126,18 @@ fn by_fours<A>(
 /// `sum * d` once with `d` in f32; the weights' offset `m` multiplies that error into every product, which
 /// sharp attention then amplifies (2% of the logits of tests/tiny_gguf_llamacpp.rs's models).
 fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
-    BlockQ8_1::from_float(x, out);
     // SAFETY: Q81 is a field-for-field copy of Candle's #[repr(C)] block (size and alignment asserted
     // above), and every bit pattern is a valid value of its fields.
     let blocks = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut Q81, out.len()) };
     for (block, xs) in blocks.iter_mut().zip(x.chunks_exact(32)) {
         let d = xs.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-        let sum: i32 = block.qs.iter().map(|&q| q as i32).sum();
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, x) in block.qs.iter_mut().zip(xs) {
+            *q = (x * id).round() as i8;
+            sum += i32::from(*q);
+        }
+        block.d = f16::from_f32(d);
         block.s = f16::from_f32(sum as f32 * d);
     }
 }
@@ -451,5 +456,11 @@ mod tests {
         assert!(sum > 2048, "the block must test sums f16 cannot hold exactly");
         assert_eq!(a81.s, f16::from_f32(sum as f32 * d));
         assert_eq!(a81.d, f16::from_f32(d));
+        // Everything but `s` is Candle's quantization.
+        let mut candle = vec![BlockQ8_1::zeros(); 1];
+        BlockQ8_1::from_float(&x, &mut candle);
+        // SAFETY: as in `dot`.
+        let c81 = unsafe { &*(candle.as_ptr() as *const Q81) };
+        assert_eq!((a81.d, a81.qs), (c81.d, c81.qs));
     }
 }
