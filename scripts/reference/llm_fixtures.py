@@ -72,6 +72,35 @@ ARCHS = {
         dict(partial_rotary_factor=0.5),
     ),
     "phi3": (Phi3Config, dict(rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False), {}),
+    # Phi-3's LongRoPE: a prompt longer than the original context, so transformers takes the long
+    # factors, as worker-llm does for a context longer than the original; attention factor from 128 / 8.
+    "phi3_longrope": (
+        Phi3Config,
+        dict(
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+            original_max_position_embeddings=8,
+            rope_parameters=dict(
+                rope_type="longrope",
+                rope_theta=10000.0,
+                short_factor=[1.0, 1.02, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0],
+                long_factor=[1.0, 1.3, 1.9, 2.8, 4.1, 6.0, 9.0, 13.0],
+                original_max_position_embeddings=8,
+            ),
+        ),
+        {},
+    ),
+    # Qwen2 with YaRN (factor 4 over an original context of 32: the ramp falls inside the 8 pairs).
+    "qwen2_yarn": (
+        Qwen2Config,
+        dict(
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+            use_sliding_window=False,
+            rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=32),
+        ),
+        dict(sliding_window=128, max_window_layers=2, use_sliding_window=False),
+    ),
     "qwen2": (
         Qwen2Config,
         dict(rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=True, use_sliding_window=False),

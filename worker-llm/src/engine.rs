@@ -13,7 +13,7 @@ use crate::device::default_dtype;
 use crate::error::{LlmError, Result};
 use crate::files::{ModelFiles, ModelMeta, open_gguf, read_json_as};
 use crate::generation::{Generation, sampling_settings};
-use crate::models::{self, CausalLm, LoadedModel};
+use crate::models::{self, CausalLm, Kernels, LoadedModel};
 use crate::params::{Completion, FinishReason, GenerationParams, Prompt, Timings, TokenEvent, Usage};
 use crate::sampler::SamplingSettings;
 use crate::tokenizer::{TextTokenizer, TokenizerBundle};
@@ -50,7 +50,12 @@ impl Engine {
 
     /// Loads with an explicit dtype for unquantized weights (reference tests compare in f32).
     pub fn load_with_dtype(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
-        let (model, bundle, defaults) = load_parts(files, device, dtype)?;
+        Self::load_with(files, device, dtype, Kernels::Auto)
+    }
+
+    /// Loads on the given kernels (tests run the GPUs' path, Candle's ops, on the CPU).
+    pub fn load_with(files: &ModelFiles, device: &Device, dtype: DType, kernels: Kernels) -> Result<Self> {
+        let (model, bundle, defaults) = load_parts(files, device, dtype, kernels)?;
         Ok(Engine {
             model: model.into_serial(),
             tokenizer: bundle.tokenizer,
@@ -178,6 +183,7 @@ pub(crate) fn load_parts(
     files: &ModelFiles,
     device: &Device,
     dtype: DType,
+    kernels: Kernels,
 ) -> Result<(LoadedModel, TokenizerBundle, SamplingDefaults)> {
     let (meta, bundle) = match &files.gguf {
         Some(path) => {
@@ -196,7 +202,7 @@ pub(crate) fn load_parts(
         Some(p) => sampling_defaults(&read_json_as(p)?),
         None => SamplingDefaults::default(),
     };
-    let model = models::load(files, meta, device, dtype)?;
+    let model = models::load_with(files, meta, device, dtype, kernels)?;
     Ok((model, bundle, defaults))
 }
 

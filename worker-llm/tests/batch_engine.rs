@@ -1,7 +1,7 @@
 //! The batching engine on the real SmolLM2-135M-Instruct Q4_1: sequences run together give each the
 //! greedy text it gets alone; a shared prefix found in the cache changes nothing in the output; a cache
 //! too small for everyone makes sequences wait (or be recomputed) without changing their output; a
-//! cancelled sequence gives its blocks back.
+//! cancelled sequence gives its blocks back. The first holds on Candle's ops too (the path GPUs take).
 
 mod common;
 
@@ -14,6 +14,7 @@ use worker_llm::batch::engine::{
     BatchEngine, EngineConfig, EngineStats, Request, SeqEvent, generate_blocking,
 };
 use worker_llm::batch::kv_cache::{BLOCK_TOKENS, bytes_per_token};
+use worker_llm::models::Kernels;
 use worker_llm::{Engine, FinishReason, GenerationParams, ModelFiles, Prompt};
 
 const SYSTEM: &str = "You are a helpful assistant who answers in one short sentence, \
@@ -58,8 +59,12 @@ fn alone(prompt: &[u32], max_tokens: u32) -> Vec<u32> {
 }
 
 fn start(config: EngineConfig) -> BatchEngine {
+    start_on(config, Kernels::Auto)
+}
+
+fn start_on(config: EngineConfig, kernels: Kernels) -> BatchEngine {
     let files = ModelFiles::discover(&common::smollm2_gguf()).unwrap();
-    worker_llm::serve::LlmBackend::load_with(&files, &Device::Cpu, config)
+    worker_llm::serve::LlmBackend::load_on(&files, &Device::Cpu, config, kernels)
         .unwrap()
         .engine()
         .clone()
@@ -125,6 +130,43 @@ fn sequences_run_together_give_what_each_gives_alone() {
         stats.prefix_hit_tokens > 0,
         "the second samples found their prompt in the cache"
     );
+    assert_eq!(stats.kv_cache_usage, 0.0, "every block was given back");
+}
+
+#[test]
+fn on_candle_ops_sequences_run_together_give_what_each_gives_alone() {
+    let prompts = &reference().1;
+    let files = ModelFiles::discover(&common::smollm2_gguf()).unwrap();
+    let mut single =
+        Engine::load_with(&files, &Device::Cpu, candle_core::DType::F32, Kernels::Candle).unwrap();
+    let expected: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            single
+                .generate_tokens(p, &greedy(8), |_| std::ops::ControlFlow::Continue(()))
+                .unwrap()
+                .token_ids
+        })
+        .collect();
+    let engine = start_on(
+        EngineConfig {
+            max_sequences: 4,
+            step_tokens: 24,
+            ..EngineConfig::default()
+        },
+        Kernels::Candle,
+    );
+    let got = together(&engine, prompts, 8, 2);
+    for (samples, expected) in got.iter().zip(&expected) {
+        for sample in samples {
+            assert_eq!(
+                sample, expected,
+                "on Candle's ops, batched and prefix-reused as alone"
+            );
+        }
+    }
+    let stats = wait_for(&engine, |s| s.running == 0);
+    assert!(stats.prefix_hit_tokens > 0);
     assert_eq!(stats.kv_cache_usage, 0.0, "every block was given back");
 }
 

@@ -10,15 +10,22 @@
 //! attention weights to f16 against the f16 cache, so llama, qwen2, qwen3 and phi3 agree to 1e-4 of the
 //! row's largest logit (measured); gemma3's GELU is a table of f16 values in ggml (7e-4 measured). We
 //! allow 2e-3 (TOLERANCE), and require the same greedy token at every step.
+//!
+//! The same files also run on Candle's ops (`Kernels::Candle`, the path GPUs take), whose quantized
+//! products round the activations' block sums twice and whose attention stays in f32: 1.7-5.7% of the
+//! largest logit from llama.cpp measured on these random weights, CANDLE_TOLERANCE 8e-2; where
+//! llama.cpp's two best tokens are closer than that, ours must be one of them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use sha2::Digest;
-use worker_llm::Engine;
+use worker_llm::models::Kernels;
+use worker_llm::{Engine, ModelFiles};
 
 const TOLERANCE: f32 = 2e-3;
+const CANDLE_TOLERANCE: f32 = 8e-2;
 
 #[derive(serde::Deserialize)]
 struct Model {
@@ -67,20 +74,52 @@ fn check(arch: &str, r: &Reference) {
         sha, expected.sha256,
         "{arch}.gguf is not the file llama.cpp ran: rerun scripts/reference/llm_tiny_gguf_llamacpp.py"
     );
-    let mut engine = Engine::load_path(&path, &Device::Cpu).unwrap();
-    let model = engine.model_mut();
-    model.reset().unwrap();
+    for (kernels, tolerance) in [(Kernels::Auto, TOLERANCE), (Kernels::Candle, CANDLE_TOLERANCE)] {
+        let files = ModelFiles::discover(&path).unwrap();
+        let mut engine = Engine::load_with(&files, &Device::Cpu, DType::F32, kernels).unwrap();
+        steps(arch, expected, r, engine.model_mut(), kernels, tolerance);
+    }
+}
+
+fn steps(
+    arch: &str,
+    expected: &Model,
+    r: &Reference,
+    model: &mut dyn worker_llm::CausalLm,
+    kernels: Kernels,
+    tolerance: f32,
+) {
     let mut logits = model.forward(&r.prompt, 0).unwrap();
     for (step, theirs) in expected.logits.iter().enumerate() {
         let error = relative_error(&logits, theirs);
+        eprintln!("{arch} {kernels:?} step {step}: {error}");
         assert!(
-            error <= TOLERANCE,
-            "{arch}, step {step}: differs from llama.cpp by {error} of the largest logit"
+            error <= tolerance,
+            "{arch} on {kernels:?}, step {step}: differs from llama.cpp by {error} of the largest logit"
         );
         let Some(&token) = expected.greedy_tokens.get(step) else {
             break;
         };
-        assert_eq!(argmax(&logits), token, "{arch}, step {step}: greedy token");
+        let size = theirs.iter().map(|x| x.abs()).fold(0.0, f32::max);
+        let mut sorted = theirs.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 2.0 * tolerance * size {
+            assert_eq!(
+                argmax(&logits),
+                token,
+                "{arch} on {kernels:?}, step {step}: greedy token"
+            );
+        } else {
+            let ours = logits[argmax(&logits) as usize];
+            assert!(
+                ours >= sorted[1] - tolerance * size,
+                "{arch} on {kernels:?}, step {step}: our greedy token is not one of llama.cpp's closest two"
+            );
+            assert!(
+                (ours - logits[token as usize]).abs() <= 2.0 * tolerance * size,
+                "{arch} on {kernels:?}, step {step}: llama.cpp's greedy token is far below ours"
+            );
+        }
         logits = model.forward(&[token], r.prompt.len() + step).unwrap();
     }
 }

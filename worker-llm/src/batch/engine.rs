@@ -133,7 +133,7 @@ impl std::fmt::Debug for BatchEngine {
 }
 
 impl BatchEngine {
-    /// Starts the engine thread with `model`. A model that cannot batch runs one sequence at a time.
+    /// Starts the engine thread with `model`, its cache pool sized by `config`.
     pub fn start(
         model: LoadedModel,
         tokenizer: TextTokenizer,
@@ -141,27 +141,13 @@ impl BatchEngine {
         config: EngineConfig,
     ) -> Self {
         let meta = model.meta().clone();
-        let (pool, config) = match &model {
-            LoadedModel::Batched(m) => {
-                let (layers, kv_width) = m.cache_shape();
-                let per_block = BLOCK_TOKENS * bytes_per_token(layers, kv_width).max(1);
-                let blocks = (config.kv_cache_bytes / per_block).max(1);
-                (Some(KvPool::new(layers, kv_width, blocks)), config)
-            }
-            // Its own cache holds one sequence: no batch, no shared prefix.
-            LoadedModel::Serial(_) => (
-                None,
-                EngineConfig {
-                    max_sequences: 1,
-                    prefix_reuse: false,
-                    ..config
-                },
-            ),
-        };
-        let capacity_tokens = pool
-            .as_ref()
-            .map_or(meta.context_length, |p| p.capacity() * BLOCK_TOKENS);
-        let cache_bytes = pool.as_ref().map_or(0, KvPool::bytes);
+        let model = model.into_batched();
+        let (layers, kv_width) = model.cache_shape();
+        let per_block = BLOCK_TOKENS * bytes_per_token(layers, kv_width).max(1);
+        let blocks = (config.kv_cache_bytes / per_block).max(1);
+        let pool = KvPool::new(layers, kv_width, blocks);
+        let capacity_tokens = pool.capacity() * BLOCK_TOKENS;
+        let cache_bytes = pool.bytes();
         let stats = SharedStats::default();
         let (commands, inbox) = mpsc::channel();
         let scheduler = Scheduler::new(model, pool, tokenizer, defaults, config, stats.clone());

@@ -3,9 +3,8 @@
 //!
 //! A [`BatchLm`] runs one step over chunks of several sequences at once (decode tokens and pieces of
 //! prompts), reading and writing keys and values in the engine's block pool through each sequence's
-//! block table. A model without that ability (Candle's stock models keep a private single-sequence
-//! cache) runs as a [`CausalLm`] with one sequence at a time; [`OneSequence`] goes the other way, giving
-//! a batching model the single-sequence signature the [`crate::Engine`] and the reference tests use.
+//! block table; every architecture runs this way ([`crate::models`]). [`OneSequence`] gives a batching
+//! model the single-sequence signature ([`CausalLm`]) the [`crate::Engine`] and the reference tests use.
 
 pub mod engine;
 pub mod kv_cache;
@@ -40,29 +39,23 @@ pub trait BatchLm: Send {
     fn meta(&self) -> &ModelMeta;
 }
 
-/// A loaded model: batching, or one sequence at a time.
-pub enum LoadedModel {
-    /// Runs many sequences per step over the engine's cache.
-    Batched(Box<dyn BatchLm>),
-    /// Keeps its own cache for one sequence.
-    Serial(Box<dyn CausalLm>),
-}
+/// A loaded model, batching over the engine's cache.
+pub struct LoadedModel(pub(crate) Box<dyn BatchLm>);
 
 impl LoadedModel {
-    /// The model behind the single-sequence signature.
+    /// The model behind the single-sequence signature, with a pool of its own.
     pub fn into_serial(self) -> Box<dyn CausalLm> {
-        match self {
-            LoadedModel::Batched(model) => Box::new(OneSequence::new(model)),
-            LoadedModel::Serial(model) => model,
-        }
+        Box::new(OneSequence::new(self.0))
+    }
+
+    /// The model, for the engine's step loop.
+    pub fn into_batched(self) -> Box<dyn BatchLm> {
+        self.0
     }
 
     /// End-of-sequence ids, vocab size, context length.
     pub fn meta(&self) -> &ModelMeta {
-        match self {
-            LoadedModel::Batched(model) => model.meta(),
-            LoadedModel::Serial(model) => model.meta(),
-        }
+        self.0.meta()
     }
 }
 

@@ -14,20 +14,11 @@ use artifacts_contract::SamplingDefaults;
 
 use super::engine::{EngineConfig, Reply, Request, SeqEvent, SharedStats};
 use super::kv_cache::{BLOCK_TOKENS, BlockTable, KvPool};
-use super::{BatchLm, Chunk, LoadedModel};
+use super::{BatchLm, Chunk};
 use crate::error::{LlmError, Result};
 use crate::files::ModelMeta;
 use crate::generation::{Generation, sampling_settings};
-use crate::models::CausalLm;
 use crate::tokenizer::TextTokenizer;
-
-/// The model and where its keys and values live.
-enum Runner {
-    /// Many sequences per step over the engine's pool.
-    Batched { model: Box<dyn BatchLm>, pool: KvPool },
-    /// One sequence at a time in the model's own cache.
-    Serial(Box<dyn CausalLm>),
-}
 
 /// One sample of one request.
 struct Sequence {
@@ -52,7 +43,9 @@ impl Sequence {
 }
 
 pub(crate) struct Scheduler {
-    runner: Runner,
+    /// Runs many sequences per step over `pool`.
+    model: Box<dyn BatchLm>,
+    pool: KvPool,
     tokenizer: TextTokenizer,
     defaults: SamplingDefaults,
     config: EngineConfig,
@@ -68,20 +61,17 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) fn new(
-        model: LoadedModel,
-        pool: Option<KvPool>,
+        model: Box<dyn BatchLm>,
+        pool: KvPool,
         tokenizer: TextTokenizer,
         defaults: SamplingDefaults,
         config: EngineConfig,
         stats: SharedStats,
     ) -> Self {
         let meta = model.meta().clone();
-        let runner = match (model, pool) {
-            (LoadedModel::Batched(model), Some(pool)) => Runner::Batched { model, pool },
-            (model, _) => Runner::Serial(model.into_serial()),
-        };
         Scheduler {
-            runner,
+            model,
+            pool,
             tokenizer,
             defaults,
             config,
@@ -126,9 +116,9 @@ impl Scheduler {
                 Err(err) => return Err(Box::new((err, reply))),
             }
         }
-        if let Runner::Batched { pool, .. } = &self.runner {
+        {
             let needed = request.tokens.len() + generations[0].1.max_tokens();
-            let capacity = pool.capacity() * BLOCK_TOKENS;
+            let capacity = self.pool.capacity() * BLOCK_TOKENS;
             if needed > capacity {
                 return Err(Box::new((
                     LlmError::KvCacheTooSmall {
@@ -198,7 +188,8 @@ impl Scheduler {
             let Some(mut seq) = self.waiting.pop_front() else {
                 return;
             };
-            if let Runner::Batched { pool, .. } = &mut self.runner {
+            {
+                let pool = &mut self.pool;
                 if self.config.prefix_reuse && seq.table.blocks.is_empty() {
                     // Keep the last token to compute: its logits are what the sequence needs.
                     let reusable = (seq.tokens.len() - 1) / BLOCK_TOKENS;
@@ -258,10 +249,7 @@ impl Scheduler {
     }
 
     fn grow(&mut self, i: usize, positions: usize) -> bool {
-        match &mut self.runner {
-            Runner::Batched { pool, .. } => pool.grow(&mut self.running[i].table, positions),
-            Runner::Serial(_) => true,
-        }
+        self.pool.grow(&mut self.running[i].table, positions)
     }
 
     fn preempt(&mut self, i: usize) {
@@ -277,9 +265,7 @@ impl Scheduler {
     }
 
     fn release(&mut self, seq: &mut Sequence) {
-        if let Runner::Batched { pool, .. } = &mut self.runner {
-            pool.release(&mut seq.table);
-        }
+        self.pool.release(&mut seq.table);
     }
 
     /// Runs the forward pass of `plan` and samples where logits came back.
@@ -297,26 +283,16 @@ impl Scheduler {
                     }
                 })
                 .collect();
-            match &mut self.runner {
-                Runner::Batched { model, pool } => model.forward_batch(&chunks, pool)?,
-                Runner::Serial(model) => {
-                    let c = chunks[0];
-                    if c.start == 0 {
-                        model.reset()?;
-                    }
-                    vec![model.forward(c.tokens, c.start)?]
-                }
-            }
+            self.model.forward_batch(&chunks, &mut self.pool)?
         };
         let mut logits = logits.into_iter();
         let mut finished = Vec::new();
         for &(i, take) in plan {
             let seq = &mut self.running[i];
             seq.computed += take;
-            if let Runner::Batched { pool, .. } = &mut self.runner
-                && self.config.prefix_reuse
-            {
-                pool.register_full(&mut seq.table, &seq.tokens[..seq.computed]);
+            if self.config.prefix_reuse {
+                self.pool
+                    .register_full(&mut seq.table, &seq.tokens[..seq.computed]);
             }
             if seq.computed < seq.tokens.len() {
                 continue;
@@ -375,10 +351,7 @@ impl Scheduler {
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         stats.running = running.len();
         stats.waiting = waiting.len();
-        stats.kv_cache_usage = match &self.runner {
-            Runner::Batched { pool, .. } => pool.usage(),
-            Runner::Serial(_) => self.running.len() as f64,
-        };
+        stats.kv_cache_usage = self.pool.usage();
         stats.prefix_hit_tokens = self.prefix_hits;
         stats.prefix_query_tokens = self.prefix_queries;
         stats.steps = self.steps;

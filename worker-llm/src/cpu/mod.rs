@@ -6,7 +6,8 @@
 //! Here weights stay in their GGML blocks ([`matrix`]), the cache grows in place and grouped heads
 //! read it directly ([`ops::paged_attention`], over the engine's paged f16 cache), and Q4_1 has a SIMD
 //! dot ([`kernels`]). Work runs on this module's own [`pool`] (`RAYON_NUM_THREADS` threads), made not to
-//! collapse when other processes take a core; every other GGML type uses Candle's kernels. GPU devices keep using Candle's models.
+//! collapse when other processes take a core. GPUs, and GGML types without a block here, run the same
+//! decoder on Candle's ops (`models/decoder/device.rs`).
 
 pub mod kernels;
 pub mod matrix;
@@ -65,6 +66,15 @@ impl Linear {
     /// Output features of all parts together.
     pub fn rows(&self) -> usize {
         self.parts.iter().map(Matrix::rows).sum()
+    }
+
+    /// Input features (0 when the parts disagree, which a shape check then refuses).
+    pub fn cols(&self) -> usize {
+        let cols = self.parts.first().map_or(0, Matrix::cols);
+        match self.parts.iter().all(|p| p.cols() == cols) {
+            true => cols,
+            false => 0,
+        }
     }
 
     /// `out[i] = [W1 x[i], W2 x[i], ...]` for `m` rows of `x`; `out` rows are [`Linear::rows`] long.

@@ -16,6 +16,17 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// Normalises `x` to zero mean and unit variance, then scales by `weight` and adds `bias` (LayerNorm).
+pub fn layer_norm(x: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let scale = 1.0 / (var + eps).sqrt();
+    for (((o, x), w), b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
+        *o = (x - mean) * scale * w + b;
+    }
+}
+
 /// A dot product written so that the compiler vectorises it (eight independent sums).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -48,18 +59,34 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// GELU with the tanh approximation.
+fn gelu_tanh_one(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
 /// `gate = gelu(gate) * up`, GELU with the tanh approximation: the GeGLU of Gemma's MLP.
 pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     for (g, u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()) * u;
+        *g = gelu_tanh_one(*g) * u;
     }
+}
+
+/// `x = gelu(x)` with the tanh approximation (Phi-2's plain MLP).
+pub fn gelu_tanh(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu_tanh_one(*v));
+}
+
+/// `x = silu(x)` (a plain SiLU MLP).
+pub fn silu(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp());
 }
 
 /// The rotary embedding's angles, computed once per forward for all layers.
 pub struct Rope {
     inv_freq: Vec<f64>,
+    /// Multiplies cos and sin (YaRN's and LongRoPE's attention factor; 1 otherwise).
+    mscale: f64,
 }
 
 impl Rope {
@@ -72,7 +99,15 @@ impl Rope {
                 f / factors.and_then(|fs| fs.get(i)).map_or(1.0, |&x| x as f64)
             })
             .collect();
-        Rope { inv_freq }
+        Rope {
+            inv_freq,
+            mscale: 1.0,
+        }
+    }
+
+    /// Given frequencies (a scaled rope: YaRN, LongRoPE), with cos and sin multiplied by `mscale`.
+    pub fn from_inv_freq(inv_freq: Vec<f64>, mscale: f64) -> Rope {
+        Rope { inv_freq, mscale }
     }
 
     /// Rotated pairs of dimensions per head.
@@ -87,8 +122,8 @@ impl Rope {
         for p in start..start + count {
             for f in &self.inv_freq {
                 let (s, c) = (p as f64 * f).sin_cos();
-                cos.push(c as f32);
-                sin.push(s as f32);
+                cos.push((c * self.mscale) as f32);
+                sin.push((s * self.mscale) as f32);
             }
         }
         (cos, sin)

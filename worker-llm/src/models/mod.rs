@@ -1,23 +1,22 @@
-//! The model trait every architecture implements, and the registry that picks one from the files.
+//! The registry of architectures, and the one decoder that runs them all ([`decoder`]).
 //!
 //! # Adding an architecture
-//! 1. Write `src/models/<format>_<name>.rs` (copy the closest one): a loader that runs the model on the
-//!    batched CPU decoder (`decoder::on_cpu` for GGUF, `decoder::safetensors_on_cpu`, with the
-//!    architecture's `decoder::Spec`: add one there if no existing one describes it), else, for GPUs,
-//!    builds the Candle type and boxes it with [`Adapted::boxed`] (an `impl CandleModel`: its forward and
-//!    its cache reset); and `pub const ARCHITECTURE: Architecture` naming the contract family, the weight
-//!    format, the names found in the files and the loader.
+//! 1. Write `src/models/<format>_<name>.rs` (copy the closest one): `pub const ARCHITECTURE:
+//!    Architecture` naming the contract family, the weight format, the names found in the files, and
+//!    the `decoder::Spec` that says how the architecture differs from Llama (add a constant in
+//!    `decoder/spec.rs`, and a field if no existing one describes the difference).
 //! 2. Add `mod <file>;` below and one line `<file>::ARCHITECTURE,` to [`ARCHITECTURES`].
 //!
 //! The test `registry_covers_exactly_the_declared_families` keeps the registry and
 //! `WorkerCapabilities::worker_llm()` in step.
 
 use artifacts_contract::{ModelFamily, WeightFormat};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 pub use crate::batch::LoadedModel;
 use crate::error::{LlmError, Result};
 use crate::files::{ModelFiles, ModelMeta};
+pub use decoder::Kernels;
 
 mod decoder;
 mod gguf_gemma3;
@@ -74,18 +73,11 @@ pub struct LoadContext<'a> {
     pub device: &'a Device,
     /// The dtype of unquantized weights (f32 on CPU, bf16 on GPUs).
     pub dtype: DType,
+    /// Which kernels run the decoder.
+    pub kernels: Kernels,
 }
 
 impl LoadContext<'_> {
-    /// Memory-maps the safetensors files for a Candle `VarBuilder`.
-    pub fn var_builder(&self) -> Result<candle_nn::VarBuilder<'static>> {
-        // SAFETY: the files are memory-mapped read-only; like every Candle loader we assume nobody
-        // truncates them while the model is loaded.
-        Ok(unsafe {
-            candle_nn::VarBuilder::from_mmaped_safetensors(&self.files.safetensors, self.dtype, self.device)?
-        })
-    }
-
     /// The GGUF header and the open file, for a quantized loader.
     pub fn gguf(&self) -> Result<(candle_core::quantized::gguf_file::Content, std::fs::File)> {
         let path = self.files.gguf.as_ref().ok_or_else(|| LlmError::ModelFiles {
@@ -104,8 +96,8 @@ pub struct Architecture {
     pub format: WeightFormat,
     /// Names found in the files: GGUF `general.architecture`, or config.json `model_type`.
     pub names: &'static [&'static str],
-    /// Builds the model.
-    pub load: fn(&LoadContext) -> Result<LoadedModel>,
+    /// How it differs from Llama; the decoder reads the rest from the files.
+    pub(crate) spec: decoder::Spec,
 }
 
 /// Finds the architecture for `meta.architecture` in `format`, or says which names are supported.
@@ -127,85 +119,30 @@ pub fn find(format: WeightFormat, name: &str) -> Result<&'static Architecture> {
         })
 }
 
-/// Loads the model the files hold, picking the architecture from them.
+/// Loads the model the files hold, picking the architecture from them, on the fastest kernels.
 pub fn load(files: &ModelFiles, meta: ModelMeta, device: &Device, dtype: DType) -> Result<LoadedModel> {
-    let arch = find(files.format(), &meta.architecture)?;
-    (arch.load)(&LoadContext {
-        files,
-        meta,
-        device,
-        dtype,
-    })
+    load_with(files, meta, device, dtype, Kernels::Auto)
 }
 
-/// Last-position logits as f32, whether Candle returned (1, vocab), (1, 1, vocab) or (1, seq, vocab).
-fn last_logits(logits: &Tensor) -> Result<Vec<f32>> {
-    let vocab = *logits.dims().last().unwrap_or(&0);
-    let flat = logits.flatten_all()?;
-    let n = flat.dim(0)?;
-    Ok(flat
-        .narrow(0, n - vocab, vocab)?
-        .to_dtype(DType::F32)?
-        .to_vec1()?)
-}
-
-/// How a Candle type empties its cache.
-pub(crate) enum Reset {
-    /// The cache is empty now.
-    Done,
-    /// The type has no public reset and clears its cache when called at position 0: the next forward
-    /// must start there, which [`Adapted`] enforces.
-    AtPositionZero,
-}
-
-/// The two calls that differ between Candle model types; [`Adapted`] turns them into a [`CausalLm`].
-pub(crate) trait CandleModel: Send {
-    /// Candle's forward on a (1, n) input at `position`, returning logits in the type's own shape.
-    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor>;
-    /// Empties the cache (rebuilding it where the type has no reset).
-    fn clear_cache(&mut self) -> candle_core::Result<Reset>;
-}
-
-/// A Candle model with its metadata, behind the [`CausalLm`] signature.
-pub(crate) struct Adapted<M> {
-    model: M,
+/// Loads the model on the given kernels (tests run the GPUs' path, Candle's ops, on the CPU).
+pub fn load_with(
+    files: &ModelFiles,
     meta: ModelMeta,
-    device: Device,
-    reset_pending: bool,
-}
-
-impl<M: CandleModel + 'static> Adapted<M> {
-    /// Boxes `model` as a [`CausalLm`] running one sequence at a time.
-    pub(crate) fn boxed(model: M, ctx: &LoadContext) -> LoadedModel {
-        LoadedModel::Serial(Box::new(Adapted {
-            model,
-            meta: ctx.meta.clone(),
-            device: ctx.device.clone(),
-            reset_pending: false,
-        }))
-    }
-}
-
-impl<M: CandleModel> CausalLm for Adapted<M> {
-    fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>> {
-        if self.reset_pending && position != 0 {
-            return Err(LlmError::Internal(format!(
-                "after a reset the first forward must start at position 0, not {position}"
-            )));
-        }
-        self.reset_pending = false;
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        last_logits(&self.model.forward(&input, position)?)
-    }
-
-    fn reset(&mut self) -> Result<()> {
-        self.reset_pending = matches!(self.model.clear_cache()?, Reset::AtPositionZero);
-        Ok(())
-    }
-
-    fn meta(&self) -> &ModelMeta {
-        &self.meta
-    }
+    device: &Device,
+    dtype: DType,
+    kernels: Kernels,
+) -> Result<LoadedModel> {
+    let arch = find(files.format(), &meta.architecture)?;
+    decoder::load(
+        arch.spec,
+        &LoadContext {
+            files,
+            meta,
+            device,
+            dtype,
+            kernels,
+        },
+    )
 }
 
 #[cfg(test)]

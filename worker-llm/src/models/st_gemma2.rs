@@ -1,39 +1,14 @@
-//! Safetensors Gemma 2 (logit soft-capping, alternating sliding window) on `candle_transformers::models::gemma2`.
+//! Safetensors Gemma 2.
 
 use artifacts_contract::{ModelFamily, WeightFormat};
-use candle_core::Tensor;
-use candle_transformers::models::gemma2::{Config, Model};
 
-use super::decoder::{self, Spec};
-use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
-use crate::error::Result;
+use super::Architecture;
+use super::decoder::Spec;
 
 /// Registration of this architecture.
 pub const ARCHITECTURE: Architecture = Architecture {
     family: ModelFamily::Gemma2,
     format: WeightFormat::Safetensors,
     names: &["gemma2"],
-    load,
+    spec: Spec::GEMMA2,
 };
-
-fn load(ctx: &LoadContext) -> Result<LoadedModel> {
-    if let Some(model) = decoder::safetensors_on_cpu(Spec::GEMMA2, ctx)? {
-        return Ok(model);
-    }
-    let config: Config = ctx.files.config_as()?;
-    Ok(Adapted::boxed(
-        Model::new(false, &config, ctx.var_builder()?)?,
-        ctx,
-    ))
-}
-
-impl CandleModel for Model {
-    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
-        Model::forward(self, input, position)
-    }
-
-    fn clear_cache(&mut self) -> candle_core::Result<Reset> {
-        self.clear_kv_cache();
-        Ok(Reset::Done)
-    }
-}

@@ -1,39 +1,14 @@
-//! Safetensors Qwen 3 (q/k norms) on `candle_transformers::models::qwen3`.
+//! Safetensors Qwen3 (dense).
 
 use artifacts_contract::{ModelFamily, WeightFormat};
-use candle_core::Tensor;
-use candle_transformers::models::qwen3::{Config, ModelForCausalLM};
 
-use super::decoder::{self, Spec};
-use super::{Adapted, Architecture, CandleModel, LoadContext, LoadedModel, Reset};
-use crate::error::Result;
+use super::Architecture;
+use super::decoder::Spec;
 
 /// Registration of this architecture.
 pub const ARCHITECTURE: Architecture = Architecture {
     family: ModelFamily::Qwen3,
     format: WeightFormat::Safetensors,
     names: &["qwen3"],
-    load,
+    spec: Spec::QWEN3,
 };
-
-fn load(ctx: &LoadContext) -> Result<LoadedModel> {
-    if let Some(model) = decoder::safetensors_on_cpu(Spec::QWEN3, ctx)? {
-        return Ok(model);
-    }
-    let config: Config = ctx.files.config_as()?;
-    Ok(Adapted::boxed(
-        ModelForCausalLM::new(&config, ctx.var_builder()?)?,
-        ctx,
-    ))
-}
-
-impl CandleModel for ModelForCausalLM {
-    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
-        ModelForCausalLM::forward(self, input, position)
-    }
-
-    fn clear_cache(&mut self) -> candle_core::Result<Reset> {
-        self.clear_kv_cache();
-        Ok(Reset::Done)
-    }
-}

@@ -98,7 +98,17 @@ impl LlmBackend {
 
     /// Loads the model on `device` and starts its engine sized by `config`.
     pub fn load_with(files: &ModelFiles, device: &Device, config: EngineConfig) -> Result<Self, LlmError> {
-        let (model, bundle, defaults) = load_parts(files, device, crate::default_dtype(device))?;
+        Self::load_on(files, device, config, crate::models::Kernels::Auto)
+    }
+
+    /// Loads as [`LlmBackend::load_with`] does, on the given kernels (tests run the GPUs' path on the CPU).
+    pub fn load_on(
+        files: &ModelFiles,
+        device: &Device,
+        config: EngineConfig,
+        kernels: crate::models::Kernels,
+    ) -> Result<Self, LlmError> {
+        let (model, bundle, defaults) = load_parts(files, device, crate::default_dtype(device), kernels)?;
         let context_length = model.meta().context_length;
         let engine = BatchEngine::start(model, bundle.tokenizer.clone(), defaults, config);
         let weights_bytes = files

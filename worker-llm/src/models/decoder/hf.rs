@@ -3,32 +3,58 @@
 //! `layer_types`, `rope_parameters` or older `rope_scaling`, `query_pre_attn_scalar`, soft-capping).
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use super::cpu::Cpu;
+use super::device::{Dev, DevLinear, DevTable};
 use super::gguf::checked_heads;
-use super::{CpuDecoder, Hyper, Loaded, Source, Spec};
+use super::{Hyper, Loaded, NormKind, Source, Spec, rope};
 use crate::cpu::ops::Rope;
-use crate::cpu::{Linear, Matrix, Unsupported};
+use crate::cpu::{Linear, Matrix};
 use crate::error::{LlmError, Result};
-use crate::models::{LoadContext, LoadedModel};
+use crate::models::LoadContext;
 
-/// Safetensors shards, read as f32 under GGUF's tensor names.
-struct HfSource {
+/// Safetensors shards, found under GGUF's tensor names; as a [`Source`] they are read as f32 for the
+/// CPU blocks.
+pub(super) struct Names {
     tensors: MmapedSafetensors,
     /// `language_model.` for the text part of a multimodal checkpoint, else empty.
     prefix: String,
     spec: Spec,
 }
 
-impl HfSource {
+/// The language model's config (the `text_config` of a multimodal checkpoint) and its weights' prefix.
+pub(super) fn text_config(ctx: &LoadContext) -> Result<(Value, String)> {
+    let raw: Value = ctx.files.config_as()?;
+    Ok(match raw.get("text_config") {
+        Some(text) => (text.clone(), "language_model.".to_string()),
+        None => (raw, String::new()),
+    })
+}
+
+impl Names {
+    /// Memory-maps the checkpoint's shards.
+    pub(super) fn open(ctx: &LoadContext, prefix: String, spec: Spec) -> Result<Names> {
+        // SAFETY: the files are memory-mapped read-only; like every Candle loader we assume nobody
+        // truncates them while they are read.
+        let tensors = unsafe { MmapedSafetensors::multi(&ctx.files.safetensors)? };
+        Ok(Names {
+            tensors,
+            prefix,
+            spec,
+        })
+    }
+
     /// The transformers name of a GGUF tensor name.
     fn name(&self, gguf: &str) -> String {
         let p = &self.prefix;
-        let name = match gguf {
-            "token_embd.weight" => "model.embed_tokens.weight".to_string(),
-            "output_norm.weight" => "model.norm.weight".to_string(),
-            "output.weight" => "lm_head.weight".to_string(),
+        let layer_norm = self.spec.norm == NormKind::Layer;
+        let name = match gguf.rsplit_once('.') {
+            Some(("token_embd", kind)) => format!("model.embed_tokens.{kind}"),
+            Some(("output_norm", kind)) if layer_norm => format!("model.final_layernorm.{kind}"),
+            Some(("output_norm", kind)) => format!("model.norm.{kind}"),
+            Some(("output", kind)) => format!("lm_head.{kind}"),
             _ => {
                 let Some(rest) = gguf.strip_prefix("blk.") else {
                     return format!("{p}{gguf}");
@@ -36,12 +62,15 @@ impl HfSource {
                 let (layer, tensor) = rest.split_once('.').unwrap_or((rest, ""));
                 let (base, kind) = tensor.rsplit_once('.').unwrap_or((tensor, "weight"));
                 let post_norms = self.spec.post_norms;
+                let has = |hf: &str| self.has_raw(&format!("model.layers.{layer}.{hf}.weight"));
                 let hf = match base {
                     "attn_norm" => "input_layernorm",
                     "attn_q" => "self_attn.q_proj",
                     "attn_k" => "self_attn.k_proj",
                     "attn_v" => "self_attn.v_proj",
                     "attn_qkv" => "self_attn.qkv_proj",
+                    // Phi-2 names it `dense`.
+                    "attn_output" if has("self_attn.dense") => "self_attn.dense",
                     "attn_output" => "self_attn.o_proj",
                     "attn_q_norm" => "self_attn.q_norm",
                     "attn_k_norm" => "self_attn.k_norm",
@@ -50,10 +79,12 @@ impl HfSource {
                     "ffn_norm" => "post_attention_layernorm",
                     "post_ffw_norm" => "post_feedforward_layernorm",
                     "ffn_gate" => "mlp.gate_proj",
+                    "ffn_up" if has("mlp.up_proj") => "mlp.up_proj",
                     // Phi-3 keeps gate and up in one tensor, where GGUF names the pair `ffn_up`.
-                    "ffn_up" if !self.has_raw(&format!("model.layers.{layer}.mlp.up_proj.weight")) => {
-                        "mlp.gate_up_proj"
-                    }
+                    "ffn_up" if has("mlp.gate_up_proj") => "mlp.gate_up_proj",
+                    // Phi-2's plain MLP.
+                    "ffn_up" if has("mlp.fc1") => "mlp.fc1",
+                    "ffn_down" if has("mlp.fc2") => "mlp.fc2",
                     "ffn_up" => "mlp.up_proj",
                     "ffn_down" => "mlp.down_proj",
                     other => other,
@@ -68,59 +99,121 @@ impl HfSource {
         self.tensors.get(&format!("{}{name}", self.prefix)).is_ok()
     }
 
-    /// The tensor as f32 with its shape, rows first.
-    fn load(&self, gguf: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let name = self.name(gguf);
-        let tensor = self.tensors.load(&name, &Device::Cpu)?;
-        let dims = tensor.dims().to_vec();
-        let data = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok((dims, data))
+    /// The tensor as Candle loads it, on the CPU, in its file's dtype.
+    fn raw(&self, gguf: &str) -> Result<Tensor> {
+        Ok(self.tensors.load(&self.name(gguf), &Device::Cpu)?)
+    }
+
+    /// The named matrices stacked by rows, checked to share their columns.
+    fn stacked(&self, names: &[&str]) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(names.len());
+        for name in names {
+            let t = self.raw(name)?;
+            if t.rank() != 2
+                || parts
+                    .first()
+                    .is_some_and(|p: &Tensor| p.dim(1).ok() != t.dim(1).ok())
+            {
+                return Err(LlmError::Config {
+                    file: "safetensors".into(),
+                    reason: format!(
+                        "tensor `{}` has shape {:?}, not a matrix like the others",
+                        self.name(name),
+                        t.dims()
+                    ),
+                });
+            }
+            parts.push(t);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// The named 1-D weights, one after the other, as f32 (norm scales stored minus one fixed up).
+    fn vectors(&self, names: &[&str]) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(names.len());
+        for name in names {
+            let mut t = self.raw(name)?.to_dtype(DType::F32)?.flatten_all()?;
+            if self.spec.norms_minus_one && name.contains("norm") {
+                t = (t + 1.0)?;
+            }
+            parts.push(t);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
     }
 }
 
-impl Source for HfSource {
+fn f32_matrix(t: &Tensor) -> Result<Matrix> {
+    let (rows, cols) = t.dims2()?;
+    let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(Matrix::from_f32(rows, cols, data))
+}
+
+impl Source<Cpu> for Names {
     fn has(&self, name: &str) -> bool {
         self.tensors.get(&self.name(name)).is_ok()
     }
 
-    fn matrix(&self, names: &[&str]) -> Loaded<Matrix> {
-        let (mut rows, mut cols, mut data) = (0, None, Vec::new());
-        for name in names {
-            let (dims, values) = self.load(name)?;
-            let [r, c] = dims[..] else {
-                return Err(LlmError::Config {
-                    file: "safetensors".into(),
-                    reason: format!("tensor `{}` has shape {dims:?}, not a matrix", self.name(name)),
-                });
-            };
-            if cols.is_some_and(|cols| cols != c) {
-                return Err(LlmError::Config {
-                    file: "safetensors".into(),
-                    reason: format!("tensor `{}` has {c} columns, not {cols:?}", self.name(name)),
-                });
-            }
-            cols = Some(c);
-            rows += r;
-            data.extend(values);
-        }
-        Ok(Ok(Matrix::from_f32(rows, cols.unwrap_or(0), data)))
-    }
-
     fn linear(&self, names: &[&str]) -> Loaded<Linear> {
-        Ok(self.matrix(names)?.map(Linear::from))
+        Ok(Ok(Linear::from(f32_matrix(&self.stacked(names)?)?)))
     }
 
-    fn vector(&self, name: &str) -> Loaded<Vec<f32>> {
-        let (_, mut v) = self.load(name)?;
-        if self.spec.norms_minus_one && name.contains("norm") {
-            v.iter_mut().for_each(|x| *x += 1.0);
-        }
-        Ok(Ok(v))
+    fn table(&self, name: &str) -> Loaded<Matrix> {
+        Ok(Ok(f32_matrix(&self.stacked(&[name])?)?))
+    }
+
+    fn vector(&self, names: &[&str]) -> Loaded<Vec<f32>> {
+        Ok(Ok(self.vectors(names)?.to_vec1::<f32>()?))
+    }
+}
+
+/// The checkpoint's tensors on a device, matrices in the device's dtype (bf16 on GPUs).
+pub(super) struct DeviceSource<'a> {
+    names: &'a Names,
+    device: &'a Device,
+    dtype: DType,
+}
+
+impl<'a> DeviceSource<'a> {
+    pub(super) fn new(names: &'a Names, device: &'a Device, dtype: DType) -> Self {
+        DeviceSource { names, device, dtype }
+    }
+}
+
+impl Source<Dev> for DeviceSource<'_> {
+    fn has(&self, name: &str) -> bool {
+        Source::<Cpu>::has(self.names, name)
+    }
+
+    fn linear(&self, names: &[&str]) -> Loaded<DevLinear> {
+        let w = self
+            .names
+            .stacked(names)?
+            .to_dtype(self.dtype)?
+            .to_device(self.device)?;
+        Ok(Ok(DevLinear::dense(w)?))
+    }
+
+    fn table(&self, name: &str) -> Loaded<DevTable> {
+        let w = self
+            .names
+            .stacked(&[name])?
+            .to_dtype(self.dtype)?
+            .to_device(self.device)?;
+        Ok(Ok(DevTable {
+            lookup: w.to_dtype(DType::F32)?,
+            head: DevLinear::dense(w)?,
+        }))
+    }
+
+    fn vector(&self, names: &[&str]) -> Loaded<Tensor> {
+        Ok(Ok(self.names.vectors(names)?.to_device(self.device)?))
     }
 }
 
 /// Sizes and attention of the model from config.json (the `text_config` of a multimodal one).
-fn hyper(spec: Spec, config: &Value, file: &str) -> Loaded<Hyper> {
+/// `context` is the context this worker serves (LongRoPE picks its factors by it).
+pub(super) fn hyper(spec: Spec, config: &Value, context: usize) -> Loaded<Hyper> {
+    let file = "config.json";
     let int = |key: &str| config.get(key).and_then(Value::as_u64).map(|v| v as usize);
     let float = |key: &str| config.get(key).and_then(Value::as_f64);
     let missing = |key: &str| LlmError::Config {
@@ -152,14 +245,18 @@ fn hyper(spec: Spec, config: &Value, file: &str) -> Loaded<Hyper> {
         .and_then(Value::as_f64)
         .or_else(|| float("rope_theta"))
         .unwrap_or(10_000.0);
-    let rope = match rope(rope_dims, theta, global_params) {
+    let (max_positions, original) = (
+        float("max_position_embeddings"),
+        float("original_max_position_embeddings"),
+    );
+    let rope = match rope::from_config(rope_dims, theta, global_params, max_positions, original, context) {
         Ok(r) => r,
         Err(unsupported) => return Ok(Err(unsupported)),
     };
     let local_rope = match (typed("sliding_attention"), float("rope_local_base_freq")) {
         (Some(p), _) => {
             let theta = p.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0);
-            match self::rope(rope_dims, theta, Some(p)) {
+            match rope::from_config(rope_dims, theta, Some(p), max_positions, original, context) {
                 Ok(r) => Some(r),
                 Err(unsupported) => return Ok(Err(unsupported)),
             }
@@ -191,7 +288,7 @@ fn hyper(spec: Spec, config: &Value, file: &str) -> Loaded<Hyper> {
     Ok(Ok(Hyper {
         layers,
         heads,
-        eps: float("rms_norm_eps").unwrap_or(1e-6) as f32,
+        eps: float("rms_norm_eps").or(float("layer_norm_eps")).unwrap_or(1e-6) as f32,
         rope,
         local_rope,
         windows,
@@ -199,73 +296,4 @@ fn hyper(spec: Spec, config: &Value, file: &str) -> Loaded<Hyper> {
         attn_softcap: positive("attn_logit_softcapping"),
         final_softcap: positive("final_logit_softcapping"),
     }))
-}
-
-/// The rotary embedding of `params` (`rope_type` default, linear or llama3); others are refused.
-fn rope(dims: usize, theta: f64, params: Option<&Value>) -> std::result::Result<Rope, Unsupported> {
-    let get = |key: &str| params.and_then(|p| p.get(key)).and_then(Value::as_f64);
-    let kind = params
-        .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let factor = get("factor").unwrap_or(1.0);
-    let inv_freq = |i: usize| theta.powf(-2.0 * i as f64 / dims as f64);
-    let factors: Option<Vec<f32>> = match kind {
-        "default" => None,
-        "linear" => Some(vec![factor as f32; dims / 2]),
-        // Llama 3.1's: low frequencies slowed by `factor`, high ones kept, a smooth ramp between
-        // (the same numbers llama.cpp's converter writes as `rope_freqs.weight`).
-        "llama3" => {
-            let low = get("low_freq_factor").unwrap_or(1.0);
-            let high = get("high_freq_factor").unwrap_or(4.0);
-            let old = get("original_max_position_embeddings").unwrap_or(8192.0);
-            let (low_wavelen, high_wavelen) = (old / low, old / high);
-            Some(
-                (0..dims / 2)
-                    .map(|i| {
-                        let wavelen = 2.0 * std::f64::consts::PI / inv_freq(i);
-                        if wavelen < high_wavelen {
-                            1.0
-                        } else if wavelen > low_wavelen {
-                            factor as f32
-                        } else {
-                            let smooth = (old / wavelen - low) / (high - low);
-                            (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
-                        }
-                    })
-                    .collect(),
-            )
-        }
-        other => return Err(Unsupported::Feature(format!("rope type {other}"))),
-    };
-    Ok(Rope::new(dims, theta, factors.as_deref()))
-}
-
-/// The safetensors model on the CPU decoder, when the device is the CPU and the architecture has
-/// nothing this decoder lacks; `None` sends the caller to Candle's model.
-pub(crate) fn on_cpu(spec: Spec, ctx: &LoadContext) -> Result<Option<LoadedModel>> {
-    if !ctx.device.is_cpu() {
-        return Ok(None);
-    }
-    let raw: Value = ctx.files.config_as()?;
-    // Multimodal checkpoints nest the language model's config and prefix its weights.
-    let (config, prefix) = match raw.get("text_config") {
-        Some(text) => (text.clone(), "language_model.".to_string()),
-        None => (raw, String::new()),
-    };
-    let hyper = match hyper(spec, &config, "config.json")? {
-        Ok(h) => h,
-        Err(_) => return Ok(None),
-    };
-    // SAFETY: the files are memory-mapped read-only; like every Candle loader we assume nobody
-    // truncates them while they are read.
-    let tensors = unsafe { MmapedSafetensors::multi(&ctx.files.safetensors)? };
-    let source = HfSource {
-        tensors,
-        prefix,
-        spec,
-    };
-    Ok(CpuDecoder::build(spec, hyper, &source, ctx.meta.clone())?
-        .ok()
-        .map(|model| LoadedModel::Batched(Box::new(model))))
 }

@@ -1,400 +1,325 @@
-//! One decoder-only transformer for every architecture on the CPU, batched over the engine's paged
-//! cache. Each architecture is described by how it differs from Llama ([`Spec`]: rotary style,
-//! QK-norm, post-norms, embedding scale, activation, attention biases), its sizes and its per-layer
-//! attention ([`Hyper`]: grouped heads, rotary bases and scaling, sliding-window layers, soft-capping),
-//! and where its tensors are: a GGUF file ([`gguf`]) or a HuggingFace safetensors checkpoint ([`hf`]),
-//! both read under GGUF's tensor names. Weights stay in their GGML blocks ([`crate::cpu`]).
+//! One decoder-only transformer for every architecture, batched over the engine's paged cache.
+//!
+//! Each architecture is described by how it differs from Llama ([`Spec`]: norm kind, rotary style,
+//! QK-norm, post-norms, parallel attention and MLP, gated or plain MLP, embedding scale, activation),
+//! its sizes and per-layer attention ([`Hyper`]: grouped heads, rotary bases and scalings, sliding-window
+//! layers, soft-capping), and where its tensors are: a GGUF file ([`gguf`]) or a HuggingFace safetensors
+//! checkpoint ([`hf`]), both read under GGUF's tensor names into one [`Weights`] shape.
+//!
+//! Two backends run the same weights: on the CPU the crate's own blocks and kernels ([`cpu`], weights
+//! kept in their GGML blocks), and everywhere else, or for a GGML type those kernels lack, Candle's
+//! tensor ops on the model's device ([`device`], CUDA and Metal included).
 
+mod cpu;
+mod device;
 mod gguf;
 mod hf;
+mod rope;
 mod spec;
 
-use half::slice::HalfFloatSliceExt;
-
-use crate::batch::kv_cache::{BLOCK_TOKENS, KvPool};
-use crate::batch::{BatchLm, Chunk};
-use crate::cpu::ops::{self, Heads, Rope, RowPos, Scores};
-use crate::cpu::{Linear, Matrix, Unsupported};
+use crate::cpu::Unsupported;
 use crate::error::{LlmError, Result};
 use crate::files::ModelMeta;
+use crate::models::{LoadContext, LoadedModel};
 
-pub(crate) use gguf::on_cpu;
-pub(crate) use hf::on_cpu as safetensors_on_cpu;
-pub(crate) use spec::{Activation, Hyper, RopeStyle, Spec};
+pub(crate) use spec::{Activation, Hyper, NormKind, RopeStyle, Spec};
 
-/// A tensor, or why this module cannot hold it (the caller falls back to Candle's model), or an error.
+/// A value, or why a backend cannot hold it (a GGML type without a kernel), or an error.
 pub(crate) type Loaded<T> = Result<std::result::Result<T, Unsupported>>;
 
-/// Where the tensors are, under GGUF's names (`blk.N.attn_q.weight`, `token_embd.weight`...).
-pub(crate) trait Source {
-    /// Whether the tensor exists.
-    fn has(&self, name: &str) -> bool;
-    /// The named matrices stacked by rows.
-    fn matrix(&self, names: &[&str]) -> Loaded<Matrix>;
-    /// The named matrices applied to one input (stacked, or one per GGML type).
-    fn linear(&self, names: &[&str]) -> Loaded<Linear>;
-    /// A 1-D weight as f32.
-    fn vector(&self, name: &str) -> Loaded<Vec<f32>>;
+/// What one backend holds weights as.
+pub(crate) trait Backend {
+    /// A projection: one or more tensors stacked by output rows.
+    type Linear;
+    /// The token embedding (also the output head when they are tied).
+    type Table;
+    /// A 1-D weight (norm scale, bias).
+    type Vector;
+    /// (output rows, input columns) of a projection.
+    fn linear_shape(l: &Self::Linear) -> (usize, usize);
+    /// (vocabulary, width) of the embedding.
+    fn table_shape(t: &Self::Table) -> (usize, usize);
+    /// Length of a 1-D weight.
+    fn vector_len(v: &Self::Vector) -> usize;
 }
 
-/// One transformer block (its keys and values live in the engine's [`KvPool`]).
-struct Layer {
-    attn_norm: Vec<f32>,
+/// Where the tensors are, under GGUF's names (`blk.N.attn_q.weight`, `token_embd.weight`...).
+pub(crate) trait Source<B: Backend> {
+    /// Whether the tensor exists.
+    fn has(&self, name: &str) -> bool;
+    /// The named matrices stacked by rows, applied to one input.
+    fn linear(&self, names: &[&str]) -> Loaded<B::Linear>;
+    /// The token embedding.
+    fn table(&self, name: &str) -> Loaded<B::Table>;
+    /// The named 1-D weights, one after the other.
+    fn vector(&self, names: &[&str]) -> Loaded<B::Vector>;
+}
+
+/// A norm's scale, and its bias for a LayerNorm.
+pub(crate) struct Norm<V> {
+    weight: V,
+    bias: Option<V>,
+}
+
+/// One transformer block (its keys and values live in the engine's cache).
+pub(crate) struct Layer<B: Backend> {
+    attn_norm: Norm<B::Vector>,
     /// Q, K and V stacked.
-    qkv: Linear,
-    /// Q, K and V biases stacked (empty without).
-    qkv_bias: Vec<f32>,
-    /// Per-head norms of queries and keys (empty without).
-    q_norm: Vec<f32>,
-    k_norm: Vec<f32>,
-    output: Matrix,
-    post_attn_norm: Vec<f32>,
-    ffn_norm: Vec<f32>,
-    /// Gate and up stacked.
-    gate_up: Linear,
-    down: Matrix,
-    post_ffn_norm: Vec<f32>,
+    qkv: B::Linear,
+    qkv_bias: Option<B::Vector>,
+    /// Per-head norms of queries and keys.
+    q_norm: Option<B::Vector>,
+    k_norm: Option<B::Vector>,
+    output: B::Linear,
+    output_bias: Option<B::Vector>,
+    post_attn_norm: Option<B::Vector>,
+    /// `None` when attention and MLP run in parallel on the attention's norm (Phi-2).
+    ffn_norm: Option<Norm<B::Vector>>,
+    /// Gate and up stacked (gated MLP), or up alone.
+    up: B::Linear,
+    up_bias: Option<B::Vector>,
+    down: B::Linear,
+    down_bias: Option<B::Vector>,
+    post_ffn_norm: Option<B::Vector>,
     /// Keys visible to a query: its own position and the `window - 1` before it.
     window: Option<usize>,
 }
 
-/// A decoder on the CPU blocks.
-pub(crate) struct CpuDecoder {
-    spec: Spec,
-    meta: ModelMeta,
-    embedding: Matrix,
-    /// `None` when the output projection is tied to the embedding.
-    lm_head: Option<Matrix>,
-    norm: Vec<f32>,
-    layers: Vec<Layer>,
-    heads: Heads,
+/// Every weight of a decoder, on one backend.
+pub(crate) struct Weights<B: Backend> {
+    embedding: B::Table,
+    /// `None` when the output head is tied to the embedding.
+    lm_head: Option<B::Linear>,
+    lm_head_bias: Option<B::Vector>,
+    norm: Norm<B::Vector>,
+    layers: Vec<Layer<B>>,
+    /// The MLP's hidden width.
     ffn: usize,
-    eps: f32,
-    rope: Rope,
-    local_rope: Option<Rope>,
-    attn_scale: f32,
-    attn_softcap: Option<f32>,
-    final_softcap: Option<f32>,
 }
 
-impl CpuDecoder {
-    /// Reads every tensor the architecture needs from `src`; `Ok(Err(..))` when one has no kernel here.
-    pub(crate) fn build(spec: Spec, hyper: Hyper, src: &dyn Source, meta: ModelMeta) -> Loaded<CpuDecoder> {
-        macro_rules! try_load {
-            ($e:expr) => {
-                match $e? {
-                    Ok(v) => v,
-                    Err(unsupported) => return Ok(Err(unsupported)),
-                }
-            };
+/// A decoder: what the architecture is, its sizes, and its weights on backend `B`.
+pub(crate) struct Decoder<B: Backend> {
+    spec: Spec,
+    hyper: Hyper,
+    meta: ModelMeta,
+    w: Weights<B>,
+}
+
+macro_rules! try_load {
+    ($e:expr) => {
+        match $e? {
+            Ok(v) => v,
+            Err(unsupported) => return Ok(Err(unsupported)),
         }
-        let optional = |name: String| -> Loaded<Vec<f32>> {
-            match src.has(&name) {
-                true => src.vector(&name),
-                false => Ok(Ok(Vec::new())),
+    };
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Reads every tensor the architecture needs from `src`; `Ok(Err(..))` when the backend cannot
+    /// hold one.
+    pub(crate) fn build(spec: Spec, hyper: Hyper, src: &dyn Source<B>, meta: ModelMeta) -> Loaded<Self> {
+        let optional = |names: &[String]| -> Loaded<Option<B::Vector>> {
+            match names.iter().all(|n| src.has(n)) {
+                true => {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    Ok(src.vector(&names)?.map(Some))
+                }
+                false => Ok(Ok(None)),
             }
         };
-        let Heads {
-            q: q_heads,
-            kv: kv_heads,
-            dim: head_dim,
-        } = hyper.heads;
-        let embedding = try_load!(src.matrix(&["token_embd.weight"]));
-        let width = embedding.cols();
+        let norm = |name: &str| -> Loaded<Norm<B::Vector>> {
+            let weight = try_load!(src.vector(&[&format!("{name}.weight")]));
+            let bias = try_load!(optional(&[format!("{name}.bias")]));
+            Ok(Ok(Norm { weight, bias }))
+        };
+        let embedding = try_load!(src.table("token_embd.weight"));
+        let (vocab, width) = B::table_shape(&embedding);
         let lm_head = match src.has("output.weight") {
-            true => Some(try_load!(src.matrix(&["output.weight"]))),
+            true => Some(try_load!(src.linear(&["output.weight"]))),
             false => None,
         };
-        let mut blocks = Vec::with_capacity(hyper.layers);
+        let Heads { q, kv, dim } = hyper.heads;
+        let qkv_rows = (q + 2 * kv) * dim;
+        let mut layers = Vec::with_capacity(hyper.layers);
         let mut ffn = 0;
         for l in 0..hyper.layers {
             let t = |name: &str| format!("blk.{l}.{name}.weight");
             let b = |name: &str| format!("blk.{l}.{name}.bias");
             // Phi-3 stores Q, K and V as one tensor, and gate and up as one `ffn_up`.
-            let qkv = match src.has(&t("attn_qkv")) {
-                true => try_load!(src.linear(&[&t("attn_qkv")])),
-                false => try_load!(src.linear(&[&t("attn_q"), &t("attn_k"), &t("attn_v")])),
+            let (qkv, qkv_bias) = match src.has(&t("attn_qkv")) {
+                true => (
+                    try_load!(src.linear(&[&t("attn_qkv")])),
+                    try_load!(optional(&[b("attn_qkv")])),
+                ),
+                false => (
+                    try_load!(src.linear(&[&t("attn_q"), &t("attn_k"), &t("attn_v")])),
+                    try_load!(optional(&[b("attn_q"), b("attn_k"), b("attn_v")])),
+                ),
             };
-            let gate_up = match src.has(&t("ffn_gate")) {
-                true => try_load!(src.linear(&[&t("ffn_gate"), &t("ffn_up")])),
-                false => try_load!(src.linear(&[&t("ffn_up")])),
+            let (up, up_bias) = match src.has(&t("ffn_gate")) {
+                true => (
+                    try_load!(src.linear(&[&t("ffn_gate"), &t("ffn_up")])),
+                    try_load!(optional(&[b("ffn_gate"), b("ffn_up")])),
+                ),
+                false => (
+                    try_load!(src.linear(&[&t("ffn_up")])),
+                    try_load!(optional(&[b("ffn_up")])),
+                ),
             };
-            ffn = gate_up.rows() / 2;
-            let mut qkv_bias = Vec::new();
-            if spec.qkv_bias {
-                for name in ["attn_q", "attn_k", "attn_v"] {
-                    qkv_bias.extend(try_load!(src.vector(&b(name))));
-                }
-            }
-            blocks.push(Layer {
-                attn_norm: try_load!(src.vector(&t("attn_norm"))),
+            let up_rows = B::linear_shape(&up).0;
+            ffn = if spec.gated { up_rows / 2 } else { up_rows };
+            layers.push(Layer {
+                attn_norm: try_load!(norm(&format!("blk.{l}.attn_norm"))),
                 qkv,
                 qkv_bias,
-                q_norm: try_load!(optional(t("attn_q_norm"))),
-                k_norm: try_load!(optional(t("attn_k_norm"))),
-                output: try_load!(src.matrix(&[&t("attn_output")])),
-                post_attn_norm: try_load!(optional(t("post_attention_norm"))),
-                ffn_norm: try_load!(src.vector(&t("ffn_norm"))),
-                gate_up,
-                down: try_load!(src.matrix(&[&t("ffn_down")])),
-                post_ffn_norm: try_load!(optional(t("post_ffw_norm"))),
+                q_norm: try_load!(optional(&[t("attn_q_norm")])),
+                k_norm: try_load!(optional(&[t("attn_k_norm")])),
+                output: try_load!(src.linear(&[&t("attn_output")])),
+                output_bias: try_load!(optional(&[b("attn_output")])),
+                post_attn_norm: try_load!(optional(&[t("post_attention_norm")])),
+                ffn_norm: match spec.parallel {
+                    true => None,
+                    false => Some(try_load!(norm(&format!("blk.{l}.ffn_norm")))),
+                },
+                up,
+                up_bias,
+                down: try_load!(src.linear(&[&t("ffn_down")])),
+                down_bias: try_load!(optional(&[b("ffn_down")])),
+                post_ffn_norm: try_load!(optional(&[t("post_ffw_norm")])),
                 window: hyper.windows.get(l).copied().flatten(),
             });
         }
-        let qkv_rows = (q_heads + 2 * kv_heads) * head_dim;
-        let shapes_agree = blocks.iter().all(|l| {
-            l.qkv.rows() == qkv_rows
-                && l.output.cols() == q_heads * head_dim
-                && l.output.rows() == width
-                && l.down.cols() == ffn
-                && l.gate_up.rows() == 2 * ffn
+        let len = |v: &Option<B::Vector>| v.as_ref().map(B::vector_len);
+        let norm_ok = |n: &Norm<B::Vector>| {
+            B::vector_len(&n.weight) == width
+                && len(&n.bias).is_none_or(|l| l == width)
+                && (spec.norm == NormKind::Rms || n.bias.is_some())
+        };
+        let bad_layer = layers.iter().position(|l| {
+            let up_rows = if spec.gated { 2 * ffn } else { ffn };
+            B::linear_shape(&l.qkv) != (qkv_rows, width)
+                || B::linear_shape(&l.output) != (width, q * dim)
+                || B::linear_shape(&l.up) != (up_rows, width)
+                || B::linear_shape(&l.down) != (width, ffn)
+                || !norm_ok(&l.attn_norm)
+                || l.ffn_norm.as_ref().is_some_and(|n| !norm_ok(n))
+                || len(&l.qkv_bias).is_some_and(|n| n != qkv_rows)
+                || (spec.qkv_bias && l.qkv_bias.is_none())
+                || len(&l.output_bias).is_some_and(|n| n != width)
+                || len(&l.up_bias).is_some_and(|n| n != up_rows)
+                || len(&l.down_bias).is_some_and(|n| n != width)
+                || (spec.qk_norm && (len(&l.q_norm) != Some(dim) || len(&l.k_norm) != Some(dim)))
+                || (spec.post_norms
+                    && (len(&l.post_attn_norm) != Some(width) || len(&l.post_ffn_norm) != Some(width)))
         });
-        let norms_present = blocks.iter().all(|l| {
-            (!spec.qk_norm || (l.q_norm.len() == head_dim && l.k_norm.len() == head_dim))
-                && (!spec.post_norms || (l.post_attn_norm.len() == width && l.post_ffn_norm.len() == width))
-                && (!spec.qkv_bias || l.qkv_bias.len() == qkv_rows)
-        });
-        if !shapes_agree || !norms_present {
+        let head_ok = lm_head
+            .as_ref()
+            .is_none_or(|h| B::linear_shape(h) == (vocab, width));
+        if let Some(l) = bad_layer.or((!head_ok).then_some(usize::MAX)) {
+            let at = match l {
+                usize::MAX => "the output head".to_string(),
+                l => format!("layer {l}"),
+            };
             return Err(LlmError::Config {
                 file: meta.architecture.clone(),
                 reason: format!(
-                    "a tensor's shape disagrees with {q_heads} query heads and {kv_heads} key/value heads \
-                     of {head_dim} dimensions, or a QK-norm, post-norm or bias tensor is missing"
+                    "in {at}, a tensor's shape disagrees with a width of {width}, {q} query heads and \
+                     {kv} key/value heads of {dim} dimensions, or a norm or bias tensor is missing"
                 ),
             });
         }
-        Ok(Ok(CpuDecoder {
+        let lm_head_bias = try_load!(optional(&["output.bias".to_string()]));
+        let norm = try_load!(norm("output_norm"));
+        Ok(Ok(Decoder {
             spec,
+            hyper,
             meta,
-            embedding,
-            lm_head,
-            norm: try_load!(src.vector("output_norm.weight")),
-            layers: blocks,
-            heads: hyper.heads,
-            ffn,
-            eps: hyper.eps,
-            rope: hyper.rope,
-            local_rope: hyper.local_rope,
-            attn_scale: hyper.attn_scale,
-            attn_softcap: hyper.attn_softcap,
-            final_softcap: hyper.final_softcap,
+            w: Weights {
+                embedding,
+                lm_head,
+                lm_head_bias,
+                norm,
+                layers,
+                ffn,
+            },
         }))
     }
 }
 
-/// The rotary tables of a step's rows, for one base.
-struct RopeRows {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    half: usize,
+use crate::cpu::ops::Heads;
+
+/// Which kernels run the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// The crate's own CPU blocks on a CPU device (when every tensor has one), else Candle's ops.
+    #[default]
+    Auto,
+    /// Candle's tensor ops on the model's device, even on a CPU (the path GPUs take; tests run it here).
+    Candle,
 }
 
-impl RopeRows {
-    fn new(rope: &Rope, chunks: &[Chunk]) -> Self {
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for c in chunks {
-            let (c_cos, c_sin) = rope.tables(c.start, c.tokens.len());
-            cos.extend(c_cos);
-            sin.extend(c_sin);
-        }
-        RopeRows {
-            cos,
-            sin,
-            half: rope.pairs(),
-        }
-    }
-
-    fn row(&self, i: usize) -> (&[f32], &[f32]) {
-        (
-            &self.cos[i * self.half..][..self.half],
-            &self.sin[i * self.half..][..self.half],
-        )
-    }
-}
-
-impl BatchLm for CpuDecoder {
-    fn forward_batch(&mut self, chunks: &[Chunk], cache: &mut KvPool) -> Result<Vec<Vec<f32>>> {
-        let vocab = self.embedding.rows();
-        let Heads { q: nq, kv: nkv, dim } = self.heads;
-        let (width, ffn) = (self.embedding.cols(), self.ffn);
-        let (q_width, kv_width) = (nq * dim, nkv * dim);
-        if cache.kv_width() != kv_width {
-            return Err(LlmError::Internal(format!(
-                "a cache of {} values per position for a model of {kv_width}",
-                cache.kv_width()
-            )));
-        }
-        let mut rows: Vec<RowPos> = Vec::new();
-        let mut tokens: Vec<u32> = Vec::new();
-        for c in chunks {
-            let end = c.start + c.tokens.len();
-            if c.tokens.is_empty() || end.div_ceil(BLOCK_TOKENS) > c.blocks.len() {
-                return Err(LlmError::Internal(format!(
-                    "a chunk of {} tokens at {} with {} blocks",
-                    c.tokens.len(),
-                    c.start,
-                    c.blocks.len()
-                )));
-            }
-            if let Some(t) = c.tokens.iter().find(|&&t| t as usize >= vocab) {
-                return Err(LlmError::Internal(format!(
-                    "token id {t} is outside the vocabulary of {vocab}"
-                )));
-            }
-            rows.extend((c.start..end).map(|pos| RowPos {
-                blocks: c.blocks,
-                pos,
-            }));
-            tokens.extend_from_slice(c.tokens);
-        }
-        let m = tokens.len();
-        let qkv_width = q_width + 2 * kv_width;
-        let spec = self.spec;
-
-        let mut x = vec![0f32; m * width];
-        for (row, &t) in x.chunks_exact_mut(width).zip(&tokens) {
-            self.embedding.dequantize_row(t as usize, row);
-        }
-        if spec.embed_scale {
-            let scale = (width as f32).sqrt();
-            x.iter_mut().for_each(|v| *v *= scale);
-        }
-        let global = RopeRows::new(&self.rope, chunks);
-        let local = self.local_rope.as_ref().map(|r| RopeRows::new(r, chunks));
-        let mut h = vec![0f32; m * width];
-        let mut qkv = vec![0f32; m * qkv_width];
-        let mut att = vec![0f32; m * q_width];
-        let mut proj = vec![0f32; m * width];
-        let mut gate_up = vec![0f32; m * 2 * ffn];
-        let mut act = vec![0f32; m * ffn];
-        let mut normed = vec![0f32; dim];
-
-        for (l, layer) in self.layers.iter().enumerate() {
-            for (x, h) in x.chunks_exact(width).zip(h.chunks_exact_mut(width)) {
-                ops::rms_norm(x, &layer.attn_norm, self.eps, h);
-            }
-            layer.qkv.matmul(&h, m, &mut qkv);
-            let tables = match (&local, layer.window) {
-                (Some(local), Some(_)) => local,
-                _ => &global,
-            };
-            let (keys, values) = cache.layer(l);
-            for (i, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
-                if !layer.qkv_bias.is_empty() {
-                    add(row, &layer.qkv_bias);
-                }
-                let (q, kv) = row.split_at_mut(q_width);
-                let (k, v) = kv.split_at_mut(kv_width);
-                if spec.qk_norm {
-                    for head in q.chunks_exact_mut(dim) {
-                        ops::rms_norm(head, &layer.q_norm, self.eps, &mut normed);
-                        head.copy_from_slice(&normed);
-                    }
-                    for head in k.chunks_exact_mut(dim) {
-                        ops::rms_norm(head, &layer.k_norm, self.eps, &mut normed);
-                        head.copy_from_slice(&normed);
+/// Loads the model the context's files hold, as architecture `spec`, on the fastest backend.
+pub(crate) fn load(spec: Spec, ctx: &LoadContext) -> Result<LoadedModel> {
+    let on_cpu = ctx.device.is_cpu() && ctx.kernels == Kernels::Auto;
+    let unsupported = match ctx.files.gguf.is_some() {
+        true => {
+            let (content, file) = ctx.gguf()?;
+            let hyper = || gguf::hyper(spec, &content, &file, &ctx.meta);
+            if on_cpu {
+                let src = gguf::CpuSource {
+                    content: &content,
+                    file: &file,
+                };
+                match Decoder::build(spec, checked(hyper()?)?, &src, ctx.meta.clone())? {
+                    Ok(model) => return Ok(LoadedModel(Box::new(model))),
+                    Err(why) => {
+                        tracing::info!("CPU kernels cannot hold this model ({why:?}); Candle's ops run it")
                     }
                 }
-                let (c, s) = tables.row(i);
-                rope_heads(spec.rope, q, dim, c, s);
-                rope_heads(spec.rope, k, dim, c, s);
-                let at = ops::cache_row(rows[i].blocks, rows[i].pos, kv_width);
-                keys[at..at + kv_width].convert_from_f32_slice(k);
-                values[at..at + kv_width].convert_from_f32_slice(v);
             }
-            ops::paged_attention(
-                &qkv,
-                qkv_width,
-                &rows,
-                keys,
-                values,
-                self.heads,
-                Scores {
-                    scale: self.attn_scale,
-                    softcap: self.attn_softcap,
-                    window: layer.window,
-                },
-                &mut att,
-            );
-            layer.output.matmul(&att, m, &mut proj, width);
-            residual(&mut x, &mut proj, &layer.post_attn_norm, self.eps, width);
-
-            for (x, h) in x.chunks_exact(width).zip(h.chunks_exact_mut(width)) {
-                ops::rms_norm(x, &layer.ffn_norm, self.eps, h);
-            }
-            layer.gate_up.matmul(&h, m, &mut gate_up);
-            for (gu, a) in gate_up.chunks_exact_mut(2 * ffn).zip(act.chunks_exact_mut(ffn)) {
-                let (g, u) = gu.split_at_mut(ffn);
-                match spec.activation {
-                    Activation::Silu => ops::silu_mul(g, u),
-                    Activation::GeluTanh => ops::gelu_tanh_mul(g, u),
+            let src = gguf::DeviceSource::new(&content, &file, ctx.device);
+            Decoder::build(spec, checked(hyper()?)?, &src, ctx.meta.clone())?
+                .map(|m| LoadedModel(Box::new(device::DeviceDecoder::new(m, ctx.device))))
+        }
+        false => {
+            let (config, prefix) = hf::text_config(ctx)?;
+            let hyper = || hf::hyper(spec, &config, ctx.meta.context_length);
+            let names = hf::Names::open(ctx, prefix, spec)?;
+            if on_cpu {
+                match Decoder::build(spec, checked(hyper()?)?, &names, ctx.meta.clone())? {
+                    Ok(model) => return Ok(LoadedModel(Box::new(model))),
+                    Err(why) => {
+                        tracing::info!("CPU kernels cannot hold this model ({why:?}); Candle's ops run it")
+                    }
                 }
-                a.copy_from_slice(g);
             }
-            layer.down.matmul(&act, m, &mut proj, width);
-            residual(&mut x, &mut proj, &layer.post_ffn_norm, self.eps, width);
+            let src = hf::DeviceSource::new(&names, ctx.device, ctx.dtype);
+            Decoder::build(spec, checked(hyper()?)?, &src, ctx.meta.clone())?
+                .map(|m| LoadedModel(Box::new(device::DeviceDecoder::new(m, ctx.device))))
         }
+    };
+    unsupported.map_err(|why| refused(&ctx.meta, why))
+}
 
-        // The last row of every chunk that wants logits, normed, through the output head at once.
-        let mut last_rows = Vec::new();
-        let mut end = 0;
-        for c in chunks {
-            end += c.tokens.len();
-            if c.logits {
-                last_rows.push(end - 1);
-            }
-        }
-        let k = last_rows.len();
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let mut normed = vec![0f32; k * width];
-        for (&r, out) in last_rows.iter().zip(normed.chunks_exact_mut(width)) {
-            ops::rms_norm(&x[r * width..][..width], &self.norm, self.eps, out);
-        }
-        let head = self.lm_head.as_ref().unwrap_or(&self.embedding);
-        let mut logits = vec![0f32; k * head.rows()];
-        head.matmul(&normed, k, &mut logits, head.rows());
-        if let Some(cap) = self.final_softcap {
-            logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
-        }
-        Ok(logits.chunks_exact(head.rows()).map(<[f32]>::to_vec).collect())
-    }
+/// The sizes, or the error that names what this decoder does not do.
+fn checked(hyper: std::result::Result<Hyper, Unsupported>) -> Result<Hyper> {
+    hyper.map_err(|why| LlmError::Config {
+        file: "model config".into(),
+        reason: format!("not supported: {}", describe(&why)),
+    })
+}
 
-    fn cache_shape(&self) -> (usize, usize) {
-        (self.layers.len(), self.heads.kv * self.heads.dim)
-    }
-
-    fn meta(&self) -> &ModelMeta {
-        &self.meta
+fn refused(meta: &ModelMeta, why: Unsupported) -> LlmError {
+    LlmError::Config {
+        file: meta.architecture.clone(),
+        reason: format!("not supported: {}", describe(&why)),
     }
 }
 
-/// `x += y`, with `y` RMS-normed by `post_norm` first when there is one.
-fn residual(x: &mut [f32], y: &mut [f32], post_norm: &[f32], eps: f32, width: usize) {
-    if !post_norm.is_empty() {
-        let mut normed = vec![0f32; width];
-        for row in y.chunks_exact_mut(width) {
-            ops::rms_norm(row, post_norm, eps, &mut normed);
-            row.copy_from_slice(&normed);
-        }
-    }
-    add(x, y);
-}
-
-/// Rotary embedding of every head in `x`, on the first `2 * cos.len()` dimensions of each.
-fn rope_heads(style: RopeStyle, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
-    for head in x.chunks_exact_mut(head_dim) {
-        let rotated = &mut head[..2 * cos.len()];
-        match style {
-            RopeStyle::Interleaved => ops::rope_interleaved(rotated, 2 * cos.len(), cos, sin),
-            RopeStyle::Neox => ops::rope_neox(rotated, cos, sin),
-        }
-    }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (x, y) in x.iter_mut().zip(y) {
-        *x += y;
+fn describe(why: &Unsupported) -> String {
+    match why {
+        Unsupported::Type(t) => format!("tensors of GGML type {t:?}"),
+        Unsupported::MixedTypes => "stacked tensors of different types".into(),
+        Unsupported::Feature(f) => f.clone(),
     }
 }

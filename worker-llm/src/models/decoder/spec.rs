@@ -12,13 +12,22 @@ pub(crate) enum RopeStyle {
     Neox,
 }
 
-/// The gated MLP's activation.
+/// The MLP's activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activation {
-    /// SwiGLU (Llama, Qwen, Phi-3).
+    /// SiLU: SwiGLU when gated (Llama, Qwen, Phi-3).
     Silu,
-    /// GeGLU with the tanh approximation (Gemma).
+    /// GELU with the tanh approximation: GeGLU when gated (Gemma), plain in Phi-2.
     GeluTanh,
+}
+
+/// The normalisation before attention, MLP and output head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NormKind {
+    /// RMSNorm (every architecture but Phi-2).
+    Rms,
+    /// LayerNorm with a bias (Phi-2).
+    Layer,
 }
 
 /// How an architecture differs from Llama.
@@ -40,6 +49,11 @@ pub(crate) struct Spec {
     /// HuggingFace checkpoints store every norm's scale minus one (Gemma's `1 + w`; GGUF files hold
     /// the sum).
     pub(crate) norms_minus_one: bool,
+    pub(crate) norm: NormKind,
+    /// Attention and MLP read the same normed input and both add to the residual (Phi-2).
+    pub(crate) parallel: bool,
+    /// The MLP is `down(act(gate) * up)`; else `down(act(up))` (Phi-2).
+    pub(crate) gated: bool,
 }
 
 impl Spec {
@@ -53,10 +67,23 @@ impl Spec {
         qkv_bias: false,
         sliding_pattern: None,
         norms_minus_one: false,
+        norm: NormKind::Rms,
+        parallel: false,
+        gated: true,
     };
     /// Llama and Mistral as HuggingFace checkpoints store them (Q and K not permuted).
     pub(crate) const LLAMA_HF: Spec = Spec {
         rope: RopeStyle::Neox,
+        ..Spec::LLAMA
+    };
+    /// Phi-1, Phi-1.5 and Phi-2: LayerNorm, attention and MLP in parallel, a plain GELU MLP, biases on
+    /// every projection, a partial rotary embedding (from the config).
+    pub(crate) const PHI2: Spec = Spec {
+        rope: RopeStyle::Neox,
+        activation: Activation::GeluTanh,
+        norm: NormKind::Layer,
+        parallel: true,
+        gated: false,
         ..Spec::LLAMA
     };
     /// Phi-3 (Q, K and V in one tensor, gate and up in another: the loader takes either).
