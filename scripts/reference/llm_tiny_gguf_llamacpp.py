@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """llama.cpp's logits on the tiny random GGUFs of tests/fixtures/llm/gguf/, for tests/tiny_gguf_llamacpp.rs.
 
-The GGUFs (llama, qwen2, qwen3, phi3, gemma3; 2 layers, mixed GGML types, a SentencePiece vocabulary of 300)
+The GGUFs (llama, qwen2, qwen3, phi3, gemma3, and phi3 with LongRoPE factors; 2 layers, mixed GGML types, a SentencePiece vocabulary of 300)
 are written by the repo's own writer, `cargo run -p worker-llm --example tiny_gguf -- tests/fixtures/llm/gguf`.
 For each, llama.cpp evaluates a fixed 8-token prompt, then decodes greedily; the whole logit row (300 values)
 of the prompt's last position and of each decode step is recorded.
@@ -24,7 +24,7 @@ import numpy as np
 VERSION = "0.3.36"
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIR = os.path.join(HERE, "..", "..", "tests", "fixtures", "llm", "gguf")
-ARCHS = ["llama", "qwen2", "qwen3", "phi3", "gemma3"]
+ARCHS = ["llama", "qwen2", "qwen3", "phi3", "gemma3", "phi3_longrope"]
 PROMPT = [1, 17, 42, 299, 5, 8, 100, 200]
 STEPS = 3
 

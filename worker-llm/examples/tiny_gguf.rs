@@ -23,6 +23,8 @@ const KV_ROWS: usize = 2 * HEAD_DIM;
 
 /// What one architecture's file holds beyond the common Llama layout.
 struct Arch {
+    /// The file's name (without `.gguf`).
+    file: &'static str,
     name: &'static str,
     tied: bool,
     qkv_bias: bool,
@@ -31,9 +33,12 @@ struct Arch {
     fused: bool,
     /// Gemma 3: norms after attention and after the feed-forward, and a sliding window.
     post_norms: bool,
+    /// Phi-3's LongRoPE: long and short frequency factors, an original context shorter than the file's,
+    /// and an attention factor.
+    longrope: bool,
 }
 
-const ARCHS: [Arch; 5] = [
+const ARCHS: [Arch; 6] = [
     Arch::plain("llama", false),
     Arch {
         qkv_bias: true,
@@ -52,17 +57,28 @@ const ARCHS: [Arch; 5] = [
         post_norms: true,
         ..Arch::plain("gemma3", true)
     },
+    Arch {
+        file: "phi3_longrope",
+        fused: true,
+        longrope: true,
+        ..Arch::plain("phi3", false)
+    },
 ];
+
+/// Phi-3 LongRoPE's context before extension: shorter than the prompt and the file's context.
+const LONGROPE_ORIGINAL: u32 = 8;
 
 impl Arch {
     const fn plain(name: &'static str, tied: bool) -> Arch {
         Arch {
+            file: name,
             name,
             tied,
             qkv_bias: false,
             qk_norm: false,
             fused: false,
             post_norms: false,
+            longrope: false,
         }
     }
 }
@@ -97,6 +113,20 @@ fn tensors(arch: &Arch) -> anyhow::Result<Vec<(String, QTensor)>> {
     w.add("output_norm.weight".into(), &[WIDTH], F32, 0.1)?;
     if !arch.tied {
         w.add("output.weight".into(), &[VOCAB, WIDTH], F16, 0.1)?;
+    }
+    if arch.longrope {
+        // Factors 1..~12 over the 32 rotated pairs: the long ones grow faster than the short ones.
+        for (name, top) in [
+            ("rope_factors_long.weight", 12.0f32),
+            ("rope_factors_short.weight", 2.0),
+        ] {
+            let pairs = HEAD_DIM / 2;
+            let data: Vec<f32> = (0..pairs)
+                .map(|i| 1.0 + (top - 1.0) * i as f32 / (pairs - 1) as f32)
+                .collect();
+            let t = Tensor::from_vec(data, pairs, &Device::Cpu)?;
+            w.tensors.push((name.into(), QTensor::quantize(&t, F32)?));
+        }
     }
     for l in 0..LAYERS {
         let t = |n: &str| format!("blk.{l}.{n}.weight");
@@ -184,6 +214,15 @@ fn metadata(arch: &Arch) -> Vec<(String, Value)> {
         ("tokenizer.ggml.bos_token_id".to_string(), Value::U32(1)),
         ("tokenizer.ggml.eos_token_id".to_string(), Value::U32(2)),
     ];
+    if arch.longrope {
+        let original = LONGROPE_ORIGINAL as f32;
+        let attn_factor = (1.0 + (64.0 / original).ln() / original.ln()).sqrt();
+        meta.push((key("rope.scaling.attn_factor"), Value::F32(attn_factor)));
+        meta.push((
+            key("rope.scaling.original_context_length"),
+            Value::U32(LONGROPE_ORIGINAL),
+        ));
+    }
     if arch.post_norms {
         // Both layers are local (Gemma 3's pattern makes every sixth global), with a window shorter than
         // the test's prompt, so the window is exercised.
@@ -208,7 +247,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::args().nth(1).context("usage: tiny_gguf DIR")?;
     std::fs::create_dir_all(&dir)?;
     for arch in &ARCHS {
-        let path = Path::new(&dir).join(format!("{}.gguf", arch.name));
+        let path = Path::new(&dir).join(format!("{}.gguf", arch.file));
         write(arch, &path)?;
         println!("{}", path.display());
     }
