@@ -100,3 +100,26 @@ fn logits_and_greedy_text_match_llama_cpp() {
         r.greedy_text
     );
 }
+
+/// The same on Candle's ops (the path GPUs take): greedy tokens equal, top-10 logits within the same
+/// LOGIT_TOLERANCE (measured 0.44).
+#[test]
+fn on_candle_ops_the_greedy_text_matches_llama_cpp() {
+    let r = reference();
+    let files = worker_llm::ModelFiles::discover(&common::gemma3_gguf()).unwrap();
+    let mut engine = Engine::load_with(
+        &files,
+        &Device::Cpu,
+        candle_core::DType::F32,
+        worker_llm::models::Kernels::Candle,
+    )
+    .unwrap();
+    common::compare_steps(
+        engine.model_mut(),
+        &r.prompt_ids,
+        &r.greedy_tokens,
+        &r.steps,
+        true,
+        LOGIT_TOLERANCE,
+    );
+}
