@@ -76,7 +76,6 @@ impl Sampler {
             return argmax(logits);
         }
         let inv_t = (1.0 / s.temperature) as f32;
-        // Candidates as (token, logit), most likely first once truncated.
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -87,32 +86,53 @@ impl Sampler {
             cand.select_nth_unstable_by(s.top_k - 1, by_logit);
             cand.truncate(s.top_k);
         }
-        cand.sort_unstable_by(by_logit);
-        let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|c| (c.1 - max).exp()).collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        let mut keep = probs.len();
-        if s.top_p < 1.0 {
-            let mut acc = 0.0f64;
-            for (i, p) in probs.iter().enumerate() {
-                acc += *p as f64;
-                if acc >= s.top_p {
-                    keep = i + 1;
-                    break;
+        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        let total: f32 = cand.iter().map(|c| (c.1 - max).exp()).sum();
+        let prob = |c: &(u32, f32)| (c.1 - max).exp() / total;
+        let truncating = s.top_p < 1.0 || s.min_p > 0.0;
+        // Sorting the whole vocabulary (49152 entries for SmolLM2) for every token of every sequence
+        // would cost the engine thread milliseconds per step: only as many of the best as the nucleus
+        // and the min-p floor need are sorted, growing until they are enough.
+        let keep = match truncating {
+            false => cand.len(),
+            true => {
+                let floor = prob(&(0, max)) as f64 * s.min_p;
+                let mut sorted = 64.min(cand.len());
+                loop {
+                    if sorted < cand.len() {
+                        cand.select_nth_unstable_by(sorted - 1, by_logit);
+                    }
+                    cand[..sorted].sort_unstable_by(by_logit);
+                    let mut keep = sorted;
+                    let mut acc = 0.0f64;
+                    let mut enough = false;
+                    for (i, c) in cand[..sorted].iter().enumerate() {
+                        let p = prob(c) as f64;
+                        if s.min_p > 0.0 && p < floor {
+                            keep = i.max(1);
+                            enough = true;
+                            break;
+                        }
+                        acc += p;
+                        if s.top_p < 1.0 && acc >= s.top_p {
+                            keep = i + 1;
+                            enough = true;
+                            break;
+                        }
+                    }
+                    if enough || sorted == cand.len() {
+                        break keep;
+                    }
+                    sorted = (sorted * 4).min(cand.len());
                 }
             }
-        }
-        if s.min_p > 0.0 {
-            let floor = probs[0] as f64 * s.min_p;
-            keep = keep.min(probs.iter().take_while(|&&p| p as f64 >= floor).count().max(1));
-        }
-        let mass: f32 = probs[..keep].iter().sum();
+        };
+        let mass: f32 = cand[..keep].iter().map(prob).sum();
         let mut r = self.rng.random::<f32>() * mass;
-        for (i, p) in probs[..keep].iter().enumerate() {
-            r -= p;
+        for c in &cand[..keep] {
+            r -= prob(c);
             if r <= 0.0 {
-                return cand[i].0;
+                return c.0;
             }
         }
         cand[keep - 1].0
@@ -209,6 +229,43 @@ mod tests {
             let t = s.sample(&mut [3.0, 2.0, 1.0, 0.0]);
             assert!(t < 2, "{t}");
         }
+    }
+
+    #[test]
+    fn a_nucleus_wider_than_the_first_sorted_batch_is_found_whole() {
+        // 4000 tokens, logits falling slowly: the 0.9 nucleus holds hundreds of tokens, more than the 64
+        // sorted first, so the sorted prefix must grow; found by a full sort here.
+        let logits: Vec<f32> = (0..4000).map(|i| -(i as f32) / 400.0).collect();
+        let probs: Vec<f64> = {
+            let total: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+            logits.iter().map(|&l| (l as f64).exp() / total).collect()
+        };
+        let mut acc = 0.0;
+        let nucleus = probs.iter().take_while(|&&p| {
+            let inside = acc < 0.9;
+            acc += p;
+            inside
+        });
+        let nucleus = nucleus.count();
+        assert!(nucleus > 256, "{nucleus}");
+        let mut s = Sampler::new(
+            SamplingSettings {
+                top_p: 0.9,
+                ..settings(1.0)
+            },
+            11,
+            &[],
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3000 {
+            let t = s.sample(&mut logits.clone());
+            assert!(
+                (t as usize) < nucleus,
+                "token {t} is outside the nucleus of {nucleus}"
+            );
+            seen.insert(t);
+        }
+        assert!(seen.len() > 256, "only {} distinct tokens drawn", seen.len());
     }
 
     #[test]
