@@ -1,12 +1,14 @@
-//! Flux (FLUX.1 schnell and dev): the rectified-flow transformer, loaded from either weight layout into
-//! candle-transformers' `flux::model::Flux`, checked against diffusers' `FluxTransformer2DModel`.
+//! Flux (FLUX.1 schnell and dev): the rectified-flow transformer ([`model`], on worker-sd's CPU kernels),
+//! loaded from either weight layout, checked against diffusers' `FluxTransformer2DModel`.
 //!
-//! candle's model reads the original Black Forest Labs names; [`weights`] renames the diffusers layout
+//! The model reads the original Black Forest Labs names; [`weights`] renames the diffusers layout
 //! (HF repos) to them and strips the prefix single-file checkpoints carry. The transformer's shape comes
 //! from diffusers' `transformer/config.json` when there is one, else from the tensors themselves.
 
 mod base;
 mod lora;
+pub mod model;
+mod ops;
 pub mod pipeline;
 pub mod tokenizer;
 pub mod vae;
@@ -15,9 +17,7 @@ pub mod weights;
 pub use base::{BASE, FluxImagePipeline, FluxModels};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::flux::WithForward;
-use candle_transformers::models::flux::model::{Config, Flux};
+use candle_transformers::models::flux::model::Config;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -187,9 +187,9 @@ impl TransformerConfig {
     }
 }
 
-/// A loaded Flux transformer: candle's model plus what callers must know to feed it.
+/// A loaded Flux transformer: the model plus what callers must know to feed it.
 pub struct FluxTransformer {
-    model: Flux,
+    model: model::FluxModel,
     config: TransformerConfig,
     /// The weights in the original layout, in the model's dtype (shared with the model, not a copy), kept
     /// so LoRAs are merged into copies of the few they change and the model is rebuilt from memory.
@@ -260,8 +260,20 @@ impl FluxTransformer {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let vb = VarBuilder::from_tensors(tensors.clone(), dtype, device);
-        let model = Flux::new(&config.to_candle()?, vb).map_err(|e| FluxError::Layout(e.to_string()))?;
+        let checked = config.to_candle()?;
+        let shape = model::Shape {
+            heads: checked.num_heads,
+            head_dim: config.attention_head_dim,
+            axes_dim: checked.axes_dim,
+            double: checked.depth,
+            single: checked.depth_single_blocks,
+            guidance: checked.guidance_embed,
+        };
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(device)?.to_dtype(dtype)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let model = model::FluxModel::new(&tensors, shape).map_err(|e| FluxError::Layout(e.to_string()))?;
         Ok(FluxTransformer {
             model,
             config,
