@@ -217,12 +217,24 @@ impl BatchLm for DeviceDecoder {
             Some(r) => Some(self.tables(r, chunks)?),
             None => None,
         };
-        // Per chunk: the cache slots of all its positions, and its attention masks.
+        // Per chunk: the cache slots of all its positions, and its attention mask for each window the
+        // layers use (made once per step, not once per layer: on a GPU each is an upload).
         let mut seen = Vec::with_capacity(chunks.len());
         for c in chunks {
             let len = c.start + c.tokens.len();
             let slots: Vec<u32> = (0..len).map(|p| slot(c.blocks, p)).collect();
             seen.push(Tensor::new(slots, &self.device)?);
+        }
+        let mut windows: Vec<Option<usize>> = self.model.w.layers.iter().map(|l| l.window).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        let mut masks = std::collections::HashMap::new();
+        for window in windows {
+            let per_chunk = chunks
+                .iter()
+                .map(|c| mask(c.start, c.tokens.len(), window, &self.device))
+                .collect::<Result<Vec<_>>>()?;
+            masks.insert(window, per_chunk);
         }
 
         for (l, layer) in self.model.w.layers.iter().enumerate() {
@@ -251,7 +263,8 @@ impl BatchLm for DeviceDecoder {
 
             let mut outs = Vec::with_capacity(chunks.len());
             let mut r0 = 0;
-            for (c, slots) in chunks.iter().zip(&seen) {
+            let layer_masks = &masks[&layer.window];
+            for ((c, slots), chunk_mask) in chunks.iter().zip(&seen).zip(layer_masks) {
                 let t = c.tokens.len();
                 let len = c.start + t;
                 let gather = |cache: &Tensor| -> Result<Tensor> {
@@ -268,12 +281,7 @@ impl BatchLm for DeviceDecoder {
                 if let Some(cap) = hyper.attn_softcap {
                     scores = ((scores / cap as f64)?.tanh()? * cap as f64)?;
                 }
-                let scores = scores.reshape((nkv, group, t, len))?.broadcast_add(&mask(
-                    c.start,
-                    t,
-                    layer.window,
-                    &self.device,
-                )?)?;
+                let scores = scores.reshape((nkv, group, t, len))?.broadcast_add(chunk_mask)?;
                 let weights = candle_nn::ops::softmax_last_dim(&scores)?.reshape((nkv, group * t, len))?;
                 let out = weights
                     .matmul(&vs)?
