@@ -45,15 +45,32 @@ impl<T: Kernel> Rows<T> {
         }
         let out_ptr = SharedOut(out.as_mut_ptr());
         let act = &act;
+        // Activation rows by fours, each weight row against four (a kernel unpacks its blocks once);
+        // the rest (a single sequence's only row) each against the item's weight rows together.
+        let fours = m / 4 * 4;
         super::pool().execute_chunked(n.div_ceil(ROWS_PER_ITEM), |items| {
             let out_ptr = &out_ptr;
-            let mut dots = vec![0f32; m];
-            for r in items.start * ROWS_PER_ITEM..(items.end * ROWS_PER_ITEM).min(n) {
-                T::dot_rows(k, self.row(r), act, &mut dots);
-                for (i, &d) in dots.iter().enumerate() {
-                    // SAFETY: `out` holds m rows of `stride >= n`; each (i, r) is written by the one
-                    // work item that owns row r.
-                    unsafe { *out_ptr.0.add(i * stride + r) = d };
+            let rows = items.start * ROWS_PER_ITEM..(items.end * ROWS_PER_ITEM).min(n);
+            let mut dots = vec![0f32; fours.max(rows.len())];
+            let write = |i: usize, r: usize, d: f32| {
+                // SAFETY: `out` holds m rows of `stride >= n`; each (i, r) is written by the one
+                // work item that owns row r.
+                unsafe { *out_ptr.0.add(i * stride + r) = d };
+            };
+            if fours > 0 {
+                for r in rows.clone() {
+                    T::dot_rows(k, self.row(r), &act[..fours * b], &mut dots[..fours]);
+                    for (i, &d) in dots[..fours].iter().enumerate() {
+                        write(i, r, d);
+                    }
+                }
+            }
+            let weights = &self.blocks[rows.start * b..rows.end * b];
+            for i in fours..m {
+                let dots = &mut dots[..rows.len()];
+                T::dot_many(k, weights, &act[i * b..(i + 1) * b], dots);
+                for (r, &d) in rows.clone().zip(dots.iter()) {
+                    write(i, r, d);
                 }
             }
         });
