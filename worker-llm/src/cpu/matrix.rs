@@ -220,7 +220,7 @@ fn read_rows<T: Kernel>(parts: &[Part], file: &File) -> Result<Rows<T>> {
             p.name, p.cols
         )));
     }
-    if cols % T::BLCK_SIZE != 0 {
+    if !cols.is_multiple_of(T::BLCK_SIZE) {
         return Err(broken(format!(
             "tensor `{}` rows of {cols} are not whole {:?} blocks",
             parts[0].name,

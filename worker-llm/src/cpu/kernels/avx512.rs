@@ -9,9 +9,7 @@
 //! activations are requantized at every layer, so a different rounding of a sum moves a quant by one
 //! somewhere and the logits of SmolLM2 by up to 0.4 (tests/smollm2_llamacpp.rs).
 
-// AVX-512 intrinsics are stable since Rust 1.89, past the workspace's `rust-version` (1.85): building
-// worker-llm needs 1.89. Raising `rust-version` is the lead's call (it turns on lints elsewhere).
-#![allow(clippy::incompatible_msrv)]
+// AVX-512 intrinsics are stable since Rust 1.89: worker-llm's `rust-version` says so.
 
 use std::arch::x86_64::*;
 

@@ -236,7 +236,7 @@ pub(super) fn hyper(spec: Spec, content: &Content, file: &std::fs::File, meta: &
 
 /// Grouped heads that divide evenly and a head of an even size, or a config error naming `file`.
 pub(super) fn checked_heads(q: usize, kv: usize, dim: usize, file: &str) -> Result<Heads> {
-    if q == 0 || kv == 0 || q % kv != 0 || dim == 0 || dim % 2 != 0 {
+    if q == 0 || kv == 0 || !q.is_multiple_of(kv) || dim == 0 || !dim.is_multiple_of(2) {
         return Err(LlmError::Config {
             file: file.into(),
             reason: format!("{q} query heads, {kv} key/value heads of {dim} dimensions"),
