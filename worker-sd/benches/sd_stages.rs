@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     // Warm-up at a small size: thread pools and allocator.
     generate(pipe, request(64, 2), None, &mut |_, _| Ok(()))?;
 
+    let _ = worker_sd::cpu::profile::take_report();
     let mut marks = Vec::new();
     let start = Instant::now();
     generate(pipe, request(size, steps), None, &mut |_, _| {
@@ -84,6 +85,9 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     })?;
     let image_s = start.elapsed().as_secs_f64();
+    if worker_sd::cpu::profile::enabled() {
+        eprint!("{}", worker_sd::cpu::profile::take_report());
+    }
     anyhow::ensure!(marks.len() == steps as usize, "one progress call per step");
     let mut gaps: Vec<f64> = marks.windows(2).map(|w| w[1] - w[0]).collect();
     gaps.sort_by(f64::total_cmp);

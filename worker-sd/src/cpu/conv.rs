@@ -19,7 +19,29 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    conv(x, weight, bias, stride, padding, 1)
+    conv(x, weight, bias, Addends::default(), stride, padding, 1)
+}
+
+/// What is added to a convolution's output besides its bias, in the same pass that writes the bias.
+#[derive(Default, Clone, Copy)]
+pub struct Addends<'a> {
+    /// `(b, c_out)`: one value per image and output channel (a resnet's time embedding).
+    pub per_channel: Option<&'a Tensor>,
+    /// The output's shape: a residual connection.
+    pub residual: Option<&'a Tensor>,
+}
+
+/// `conv2d(x, weight) + bias + addends`, as [`conv2d`] with the additions folded into the output's
+/// first write instead of passes of their own.
+pub fn conv2d_add(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    addends: Addends,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    conv(x, weight, bias, addends, stride, padding, 1)
 }
 
 /// `conv2d(upsample_nearest2d(x, 2 h, 2 w), weight) + bias` (stride 1), without the upsampled input.
@@ -29,7 +51,7 @@ pub fn conv2d_upsampled(
     bias: Option<&Tensor>,
     padding: usize,
 ) -> Result<Tensor> {
-    conv(x, weight, bias, 1, padding, 2)
+    conv(x, weight, bias, Addends::default(), 1, padding, 2)
 }
 
 /// The convolution of `x` with each pixel repeated `up` x `up` times.
@@ -37,6 +59,7 @@ fn conv(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
+    addends: Addends,
     stride: usize,
     padding: usize,
     up: usize,
@@ -58,14 +81,38 @@ fn conv(
         (vw + 2 * padding - kw) / stride + 1,
     );
     let pixels = oh * ow;
-    let mut out = vec![0f32; b * c_out * pixels];
+    let mut out = match addends.residual {
+        Some(r) if r.dims() == [b, c_out, oh, ow] => with_slice(&r.contiguous()?, |r| r.to_vec())?,
+        Some(r) => candle_core::bail!("conv2d: residual {:?} is not the output's shape", r.dims()),
+        None => vec![0f32; b * c_out * pixels],
+    };
+    // One value per output plane: the bias plus the per-image, per-channel addend.
+    let mut plane_add = vec![0f32; b * c_out];
     if let Some(bias) = bias {
         with_slice(&bias.contiguous()?, |bias| {
             // Planes cycle through the output channels, batch after batch.
-            for (i, plane) in out.chunks_exact_mut(pixels).enumerate() {
-                plane.fill(bias[i % c_out]);
+            for (i, v) in plane_add.iter_mut().enumerate() {
+                *v = bias[i % c_out];
             }
         })?;
+    }
+    if let Some(extra) = addends.per_channel {
+        if extra.elem_count() != b * c_out {
+            candle_core::bail!("conv2d: per-channel addend {:?} for {b} x {c_out}", extra.dims());
+        }
+        with_slice(&extra.contiguous()?, |extra| {
+            plane_add.iter_mut().zip(extra).for_each(|(v, e)| *v += e);
+        })?;
+    }
+    let read_dst = bias.is_some() || addends.per_channel.is_some() || addends.residual.is_some();
+    if read_dst {
+        for (plane, &v) in out.chunks_exact_mut(pixels).zip(&plane_add) {
+            if addends.residual.is_some() {
+                plane.iter_mut().for_each(|o| *o += v);
+            } else {
+                plane.fill(v);
+            }
+        }
     }
     let geometry = Geometry {
         c_in,
@@ -81,7 +128,7 @@ fn conv(
         up,
     };
     with_slice(&x, |xs| {
-        with_slice(&weight, |ws| geometry.run(b, xs, ws, &mut out, bias.is_some()))
+        with_slice(&weight, |ws| geometry.run(b, xs, ws, &mut out, read_dst))
     })???;
     Tensor::from_vec(out, (b, c_out, oh, ow), x.device())
 }
@@ -259,6 +306,40 @@ mod tests {
             let diff = max_diff(&ours, &theirs);
             assert!(diff < 1e-4, "case {i}: max difference {diff}");
         }
+    }
+
+    #[test]
+    fn addends_match_adding_after_the_convolution() {
+        let (b, ci, co) = (2, 5, 6);
+        let x = random(&[b, ci, 9, 8], 600);
+        let weight = random(&[co, ci, 3, 3], 601);
+        let bias = random(&[co], 602);
+        let per_channel = random(&[b, co], 603);
+        let residual = random(&[b, co, 9, 8], 604);
+        let addends = Addends {
+            per_channel: Some(&per_channel),
+            residual: Some(&residual),
+        };
+        let ours = conv2d_add(&x, &weight, Some(&bias), addends, 1, 1).expect("the kernel runs");
+        let want = candle(&x, &weight, &bias, 1, 1)
+            .broadcast_add(&per_channel.reshape((b, co, 1, 1)).unwrap())
+            .unwrap()
+            .add(&residual)
+            .unwrap();
+        assert!(max_diff(&ours, &want) < 1e-4);
+        let only_residual = Addends {
+            residual: Some(&residual),
+            ..Default::default()
+        };
+        let ours = conv2d_add(&x, &weight, None, only_residual, 1, 1).expect("the kernel runs");
+        let plain = conv2d(&x, &weight, None, 1, 1).unwrap();
+        assert!(max_diff(&ours, &(plain + &residual).unwrap()) < 1e-4);
+        let wrong = random(&[b, co, 9, 7], 605);
+        let bad = Addends {
+            residual: Some(&wrong),
+            ..Default::default()
+        };
+        assert!(conv2d_add(&x, &weight, None, bad, 1, 1).is_err());
     }
 
     #[test]

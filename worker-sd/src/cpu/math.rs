@@ -12,7 +12,11 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    // n as an integer, read from the shifted float's low mantissa bits: a float-to-int cast (`as i32`)
+    // saturates, which the compiler does lane by lane in scalar code, and the loops around stop vectorising.
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = x - n * LN2_HI - n * LN2_LO; // in [-ln2/2, ln2/2]
     // e^r: Taylor series to the 7th power (error below 1e-8 on the interval).
     let p = 1.0
@@ -20,7 +24,7 @@ pub fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits((n_int.wrapping_add(127) as u32) << 23);
     p * scale
 }
 
@@ -79,9 +83,27 @@ pub fn softmax_in_place(row: &mut [f32]) {
     }
 }
 
+/// The largest value of `row` (minus infinity when empty), in 16 lanes so that it vectorises (a fold
+/// with `f32::max` runs one element at a time).
+pub fn max_of(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = if v > *lane { v } else { *lane };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    lanes.iter().copied().fold(tail, f32::max)
+}
+
 /// Replaces each value by `e^(value - max of the row)` and returns their sum: a softmax left to divide.
 pub fn exp_shifted(row: &mut [f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = max_of(row);
     exp_minus(row, max)
 }
 
@@ -128,6 +150,15 @@ mod tests {
         let diff = crate::cpu::testing::max_diff(&geglu(&x).unwrap(), &want);
         assert!(diff < 1e-5, "max difference {diff}");
         assert!(geglu(&crate::cpu::testing::random(&[3, 5], 1)).is_err());
+    }
+
+    #[test]
+    fn max_of_finds_the_largest_value_anywhere() {
+        for len in [0usize, 1, 15, 16, 17, 40, 1000] {
+            let row: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32).sin()).collect();
+            let want = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max_of(&row), want, "length {len}");
+        }
     }
 
     #[test]

@@ -18,8 +18,10 @@
 
 pub mod attention;
 pub mod conv;
+pub mod linear;
 pub mod math;
 pub mod norm;
+pub mod profile;
 
 use candle_core::{DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;

@@ -23,9 +23,12 @@ impl GeGlu {
 impl Module for GeGlu {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let projected = self.proj.forward(xs)?;
+        let projected = super::linear(&self.proj, xs, None)?;
         if cpu::applies(&projected) {
-            return cpu::math::geglu(&projected);
+            return cpu::profile::time(
+                || format!("geglu {:?}", projected.dims()),
+                || cpu::math::geglu(&projected),
+            );
         }
         let hidden_states_and_gate = projected.chunk(2, D::Minus1)?;
         &hidden_states_and_gate[0] * hidden_states_and_gate[1].gelu()?
@@ -60,11 +63,12 @@ impl FeedForward {
     }
 }
 
-impl Module for FeedForward {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl FeedForward {
+    /// `forward(xs) + residual`, the residual added as the last projection writes its output.
+    fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
         let xs = self.project_in.forward(xs)?;
-        self.linear.forward(&xs)
+        super::linear(&self.linear, &xs, Some(residual))
     }
 }
 
@@ -178,14 +182,28 @@ impl CrossAttention {
     }
 
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_residual(xs, context, None)
+    }
+
+    /// `forward(xs, context) (+ residual)`, the residual added as the output projection writes.
+    pub fn forward_residual(
+        &self,
+        xs: &Tensor,
+        context: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let query = self.to_q.forward(xs)?;
+        let kind = if context.is_some() { "cross" } else { "self" };
+        let query = super::linear(&self.to_q, xs, None)?;
         let context = context.unwrap_or(xs).contiguous()?;
-        let key = self.to_k.forward(&context)?;
-        let value = self.to_v.forward(&context)?;
+        let key = super::linear(&self.to_k, &context, None)?;
+        let value = super::linear(&self.to_v, &context, None)?;
         if cpu::applies(&query) && self.slice_size.is_none() {
-            let xs = cpu::attention::attention(&query, &key, &value, self.heads, self.scale as f32)?;
-            return self.to_out.forward(&xs);
+            let xs = cpu::profile::time(
+                || format!("attention {kind} q {:?} k {:?}", query.dims(), key.dims()),
+                || cpu::attention::attention(&query, &key, &value, self.heads, self.scale as f32),
+            )?;
+            return super::linear(&self.to_out, &xs, residual);
         }
         let query = self.reshape_heads_to_batch_dim(&query)?;
         let key = self.reshape_heads_to_batch_dim(&key)?;
@@ -196,7 +214,7 @@ impl CrossAttention {
             None => self.attention(&query, &key, &value)?,
             Some(slice_size) => self.sliced_attention(&query, &key, &value, slice_size)?,
         };
-        self.to_out.forward(&xs)
+        super::linear(&self.to_out, &xs, residual)
     }
 }
 
@@ -258,9 +276,16 @@ impl BasicTransformerBlock {
 
     fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, context)? + xs)?;
-        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+        let norm = |n: &nn::LayerNorm, xs: &Tensor| {
+            cpu::profile::time(|| format!("layernorm {:?}", xs.dims()), || n.forward(xs))
+        };
+        let xs = self
+            .attn1
+            .forward_residual(&norm(&self.norm1, xs)?, None, Some(xs))?;
+        let xs = self
+            .attn2
+            .forward_residual(&norm(&self.norm2, &xs)?, context, Some(&xs))?;
+        self.ff.forward_residual(&norm(&self.norm3, &xs)?, &xs)
     }
 }
 
@@ -289,6 +314,16 @@ impl Default for SpatialTransformerConfig {
 enum Proj {
     Conv2d(Conv2d),
     Linear(nn::Linear),
+}
+
+impl Proj {
+    /// The weight (`(n, k)` or `(n, k, 1, 1)`) and bias.
+    fn weight_bias(&self) -> (&Tensor, Option<&Tensor>) {
+        match self {
+            Proj::Conv2d(c) => (c.weight(), c.bias()),
+            Proj::Linear(l) => (l.weight(), l.bias()),
+        }
+    }
 }
 
 // Aka Transformer2DModel
@@ -365,42 +400,69 @@ impl SpatialTransformer {
         let (batch, _channel, height, weight) = xs.dims4()?;
         let residual = xs;
         let xs = self.norm.forward(xs)?;
-        let (inner_dim, xs) = match &self.proj_in {
-            Proj::Conv2d(p) => {
-                let xs = p.forward(&xs)?;
-                let inner_dim = xs.dim(1)?;
-                let xs = xs
-                    .transpose(1, 2)?
-                    .t()?
-                    .reshape((batch, height * weight, inner_dim))?;
-                (inner_dim, xs)
+        if cpu::applies(&xs) {
+            // The 1x1 projections (or linear ones) read and write NCHW through their GEMMs' strides:
+            // no transposes, and the residual is added as proj_out writes.
+            let (w_in, b_in) = self.proj_in.weight_bias();
+            let mut xs = cpu::profile::time(
+                || format!("proj_in {:?}", xs.dims()),
+                || cpu::linear::nchw_to_linear(&xs, w_in, b_in),
+            )?;
+            for block in self.transformer_blocks.iter() {
+                xs = block.forward(&xs, context)?
             }
-            Proj::Linear(p) => {
-                let inner_dim = xs.dim(1)?;
-                let xs = xs
-                    .transpose(1, 2)?
-                    .t()?
-                    .reshape((batch, height * weight, inner_dim))?;
-                (inner_dim, p.forward(&xs)?)
-            }
-        };
+            let (w_out, b_out) = self.proj_out.weight_bias();
+            return cpu::profile::time(
+                || format!("proj_out {:?}", xs.dims()),
+                || cpu::linear::linear_to_nchw(&xs, w_out, b_out, Some(residual), (height, weight)),
+            );
+        }
+        let (inner_dim, xs) = cpu::profile::time(
+            || "proj_in incl. transpose".to_string(),
+            || -> Result<_> {
+                Ok(match &self.proj_in {
+                    Proj::Conv2d(p) => {
+                        let xs = p.forward(&xs)?;
+                        let inner_dim = xs.dim(1)?;
+                        let xs = xs
+                            .transpose(1, 2)?
+                            .t()?
+                            .reshape((batch, height * weight, inner_dim))?;
+                        (inner_dim, xs)
+                    }
+                    Proj::Linear(p) => {
+                        let inner_dim = xs.dim(1)?;
+                        let xs = xs
+                            .transpose(1, 2)?
+                            .t()?
+                            .reshape((batch, height * weight, inner_dim))?;
+                        (inner_dim, p.forward(&xs)?)
+                    }
+                })
+            },
+        )?;
         let mut xs = xs;
         for block in self.transformer_blocks.iter() {
             xs = block.forward(&xs, context)?
         }
-        let xs = match &self.proj_out {
-            Proj::Conv2d(p) => p.forward(
-                &xs.reshape((batch, height, weight, inner_dim))?
-                    .t()?
-                    .transpose(1, 2)?,
-            )?,
-            Proj::Linear(p) => p
-                .forward(&xs)?
-                .reshape((batch, height, weight, inner_dim))?
-                .t()?
-                .transpose(1, 2)?,
-        };
-        xs + residual
+        let xs = cpu::profile::time(
+            || "proj_out incl. transpose".to_string(),
+            || -> Result<_> {
+                Ok(match &self.proj_out {
+                    Proj::Conv2d(p) => p.forward(
+                        &xs.reshape((batch, height, weight, inner_dim))?
+                            .t()?
+                            .transpose(1, 2)?,
+                    )?,
+                    Proj::Linear(p) => p
+                        .forward(&xs)?
+                        .reshape((batch, height, weight, inner_dim))?
+                        .t()?
+                        .transpose(1, 2)?,
+                })
+            },
+        )?;
+        cpu::profile::time(|| format!("add {:?}", residual.dims()), || xs + residual)
     }
 }
 

@@ -6,7 +6,7 @@
 //! - [Paper](https://arxiv.org/abs/1512.03385)
 //!
 use super::{Conv2d, GroupNorm, conv2d, group_norm};
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn as nn;
 use candle_nn::Module;
 
@@ -113,21 +113,19 @@ impl ResnetBlock2D {
             Some(conv_shortcut) => conv_shortcut.forward(xs)?,
             None => xs.clone(),
         };
-        let xs = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
-        let xs = match (temb, &self.time_emb_proj) {
-            (Some(temb), Some(time_emb_proj)) => time_emb_proj
-                .forward(&nn::ops::silu(temb)?)?
-                .unsqueeze(D::Minus1)?
-                .unsqueeze(D::Minus1)?
-                .broadcast_add(&xs)?,
-            _ => xs,
+        let temb = match (temb, &self.time_emb_proj) {
+            (Some(temb), Some(time_emb_proj)) => Some(time_emb_proj.forward(&nn::ops::silu(temb)?)?),
+            _ => None,
         };
-        let xs = self.conv2.forward(&self.norm2.forward_silu(&xs)?)?;
-        let xs = (shortcut_xs + xs)?;
+        // The time embedding and the shortcut are added as the convolutions write their outputs.
+        let xs = self
+            .conv1
+            .forward_add(&self.norm1.forward_silu(xs)?, temb.as_ref(), None)?;
+        let h = self.norm2.forward_silu(&xs)?;
         if self.config.output_scale_factor == 1. {
-            Ok(xs)
+            self.conv2.forward_add(&h, None, Some(&shortcut_xs))
         } else {
-            xs / self.config.output_scale_factor
+            (self.conv2.forward_add(&h, None, Some(&shortcut_xs))?) / self.config.output_scale_factor
         }
     }
 }

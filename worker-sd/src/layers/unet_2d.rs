@@ -292,7 +292,10 @@ impl UNet2DConditionModel {
 
     pub fn forward(&self, xs: &Tensor, timestep: f64, encoder_hidden_states: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        self.forward_with_additional_residuals(xs, timestep, encoder_hidden_states, None, None)
+        crate::cpu::profile::time(
+            || "TOTAL unet".to_string(),
+            || self.forward_with_additional_residuals(xs, timestep, encoder_hidden_states, None, None),
+        )
     }
 
     pub fn forward_with_additional_residuals(

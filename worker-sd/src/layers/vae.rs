@@ -245,6 +245,10 @@ impl Decoder {
 
 impl Decoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        crate::cpu::profile::time(|| "TOTAL vae decoder".to_string(), || self.forward_timed(xs))
+    }
+
+    fn forward_timed(&self, xs: &Tensor) -> Result<Tensor> {
         let mut xs = self.mid_block.forward(&self.conv_in.forward(xs)?, None)?;
         for up_block in self.up_blocks.iter() {
             xs = up_block.forward(&xs)?
