@@ -1,7 +1,8 @@
 //! The samplers, the VAE's encoder and decoder blocks and the mid blocks (candle-transformers'
 //! `unet_2d_blocks.rs`, first half).
-use super::attention::{AttentionBlock, AttentionBlockConfig, SpatialTransformer, SpatialTransformerConfig};
+use super::attention::{SpatialTransformer, SpatialTransformerConfig};
 use super::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use super::vae_attention::{AttentionBlock, AttentionBlockConfig};
 use super::{Conv2d, conv2d};
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn as nn;

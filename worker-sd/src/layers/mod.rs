@@ -10,6 +10,7 @@ pub mod resnet;
 pub mod unet_2d;
 pub mod unet_blocks;
 pub mod vae;
+pub mod vae_attention;
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn as nn;
