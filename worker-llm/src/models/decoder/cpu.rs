@@ -39,14 +39,20 @@ struct RopeRows {
     half: usize,
 }
 
+/// cos and sin of every row of a step (`rope.pairs()` each), chunk after chunk.
+pub(super) fn step_tables(rope: &Rope, chunks: &[Chunk]) -> (Vec<f32>, Vec<f32>) {
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for c in chunks {
+        let (c_cos, c_sin) = rope.tables(c.start, c.tokens.len());
+        cos.extend(c_cos);
+        sin.extend(c_sin);
+    }
+    (cos, sin)
+}
+
 impl RopeRows {
     fn new(rope: &Rope, chunks: &[Chunk]) -> Self {
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for c in chunks {
-            let (c_cos, c_sin) = rope.tables(c.start, c.tokens.len());
-            cos.extend(c_cos);
-            sin.extend(c_sin);
-        }
+        let (cos, sin) = step_tables(rope, chunks);
         RopeRows {
             cos,
             sin,

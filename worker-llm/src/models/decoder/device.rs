@@ -6,7 +6,7 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::cpu::{logit_rows, step_rows};
+use super::cpu::{logit_rows, step_rows, step_tables};
 use super::{Activation, Backend, Decoder, Norm, NormKind, RopeStyle};
 use crate::batch::kv_cache::{BLOCK_TOKENS, KvPool};
 use crate::batch::{BatchLm, Chunk};
@@ -143,12 +143,7 @@ impl DeviceDecoder {
 
     /// cos and sin (rows, pairs) of the step's positions.
     fn tables(&self, rope: &Rope, chunks: &[Chunk]) -> Result<(Tensor, Tensor)> {
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for c in chunks {
-            let (c_cos, c_sin) = rope.tables(c.start, c.tokens.len());
-            cos.extend(c_cos);
-            sin.extend(c_sin);
-        }
+        let (cos, sin) = step_tables(rope, chunks);
         let shape = (cos.len() / rope.pairs().max(1), rope.pairs());
         Ok((
             Tensor::from_vec(cos, shape, &self.device)?,

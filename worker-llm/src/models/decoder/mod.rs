@@ -18,6 +18,7 @@ mod rope;
 mod spec;
 
 use crate::cpu::Unsupported;
+use crate::cpu::ops::Heads;
 use crate::error::{LlmError, Result};
 use crate::files::ModelMeta;
 use crate::models::{LoadContext, LoadedModel};
@@ -245,8 +246,6 @@ impl<B: Backend> Decoder<B> {
         }))
     }
 }
-
-use crate::cpu::ops::Heads;
 
 /// Which kernels run the decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
