@@ -44,6 +44,26 @@ impl<T: Kernel> Rows<T> {
             T::quantize_activations(&x[i * k..(i + 1) * k], &mut act[i * b..(i + 1) * b]);
         }
         let out_ptr = SharedOut(out.as_mut_ptr());
+        // A batch: its rows packed eight by eight, each weight row against a packed group at once.
+        if let Some(packed) = (m >= 2).then(|| T::pack(k, &act)).flatten() {
+            let packed = &packed;
+            super::pool().execute_chunked(n.div_ceil(ROWS_PER_ITEM), |items| {
+                let out_ptr = &out_ptr;
+                let rows = items.start * ROWS_PER_ITEM..(items.end * ROWS_PER_ITEM).min(n);
+                let mut dots = [0f32; 8];
+                // Groups outside, so that the item's weight rows stay in cache for every group.
+                for g in 0..packed.groups() {
+                    for r in rows.clone() {
+                        T::dot_packed(self.row(r), packed, g, &mut dots);
+                        for (i, &d) in packed.group_rows(g).zip(&dots) {
+                            // SAFETY: as below.
+                            unsafe { *out_ptr.0.add(i * stride + r) = d };
+                        }
+                    }
+                }
+            });
+            return;
+        }
         let act = &act;
         // Activation rows by fours, each weight row against four (a kernel unpacks its blocks once);
         // the rest (a single sequence's only row) each against the item's weight rows together.

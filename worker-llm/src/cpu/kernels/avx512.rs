@@ -18,7 +18,7 @@ use half::f16;
 use super::{Q41, Q80, Q81};
 
 /// Two f16 (low, high) as the bits of one i32, for a conversion of several pairs at once.
-fn pair(lo: f16, hi: f16) -> i32 {
+pub(super) fn pair(lo: f16, hi: f16) -> i32 {
     (u32::from(lo.to_bits()) | u32::from(hi.to_bits()) << 16) as i32
 }
 
@@ -58,7 +58,7 @@ unsafe fn nibbles2(w0: &Q41, w1: &Q41) -> __m512i {
 
 /// Eight lanes of `x` summed as ggml's `hsum_float_8` sums them.
 #[target_feature(enable = "avx2")]
-fn reduce256(v: __m256) -> f32 {
+pub(super) fn reduce256(v: __m256) -> f32 {
     let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
     _mm_cvtss_f32(_mm_add_ss(quad, _mm_movehdup_ps(quad)))

@@ -16,6 +16,9 @@ use half::f16;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod batch;
+
+pub use batch::Packed;
 
 /// A GGML block type with the fastest dot product this build has for it.
 pub trait Kernel: GgmlType + 'static {
@@ -34,6 +37,20 @@ pub trait Kernel: GgmlType + 'static {
     /// single sequence's product, so that a kernel may load each activation block once for several rows.
     fn dot_many(n: usize, w: &[Self], a: &[Self::VecDotType], out: &mut [f32]) {
         row_by_row(n, w, a, out)
+    }
+
+    /// A batch's `m` quantized activation rows (of `n / BLCK_SIZE` blocks) packed for
+    /// [`Kernel::dot_packed`], or `None` where this type and CPU have no packed kernel.
+    fn pack(n: usize, a: &[Self::VecDotType]) -> Option<Packed> {
+        let _ = (n, a);
+        None
+    }
+
+    /// `out[i]` = one weight row against row `i` of group `g` of `packed` (made by [`Kernel::pack`]
+    /// for this type; rows past the group's are left as they are).
+    fn dot_packed(w: &[Self], packed: &Packed, g: usize, out: &mut [f32; 8]) {
+        let _ = (w, packed, g, out);
+        unreachable!("Kernel::pack made no Packed for this type")
     }
 
     /// Quantizes one activation row for [`Kernel::dot`], as ggml does for this type.
@@ -202,7 +219,38 @@ impl Kernel for kq::BlockQ5_1 {
     }
 }
 
+/// A packed kernel: one weight row against a group's blocks, into the group's rows of `out`.
+#[cfg(target_arch = "x86_64")]
+type PackedKernel<W> = unsafe fn(&[W], &[batch::Lanes], &mut [f32; 8]);
+
+/// One weight row against a packed group with the kernel for its number of row pairs.
+#[cfg(target_arch = "x86_64")]
+fn packed_by_pairs<W>(w: &[W], packed: &Packed, g: usize, out: &mut [f32; 8], kernels: [PackedKernel<W>; 4]) {
+    let (lanes, pairs) = packed.group(g);
+    // SAFETY: `pack` made `packed` only where the CPU has the kernels' features; the weight row has
+    // the packed rows' blocks (checked by the callers).
+    unsafe { kernels[pairs - 1](w, lanes, out) }
+}
+
 impl Kernel for kq::BlockQ8_0 {
+    fn pack(n: usize, a: &[Self]) -> Option<Packed> {
+        let blocks = n / 32;
+        if simd() != Simd::Avx512Vnni || blocks == 0 {
+            return None;
+        }
+        // SAFETY: as in `dot`.
+        Some(Packed::from_q8_0(unsafe { view(a) }, blocks))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn dot_packed(w: &[Self], packed: &Packed, g: usize, out: &mut [f32; 8]) {
+        use batch::avx512::q8_0;
+        let w = &w[..packed.blocks()];
+        // SAFETY: as in `dot`.
+        let w = unsafe { view::<_, Q80>(w) };
+        packed_by_pairs(w, packed, g, out, [q8_0::<1>, q8_0::<2>, q8_0::<3>, q8_0::<4>]);
+    }
+
     fn dot_many(n: usize, w: &[Self], a: &[Self], out: &mut [f32]) {
         let blocks = n / 32;
         #[cfg(target_arch = "x86_64")]
@@ -239,6 +287,24 @@ impl Kernel for kq::BlockQ8_0 {
 }
 
 impl Kernel for BlockQ4_1 {
+    fn pack(n: usize, a: &[BlockQ8_1]) -> Option<Packed> {
+        let blocks = n / 32;
+        if simd() != Simd::Avx512Vnni || blocks == 0 {
+            return None;
+        }
+        // SAFETY: as in `dot`.
+        Some(Packed::from_q8_1(unsafe { view(a) }, blocks))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn dot_packed(w: &[Self], packed: &Packed, g: usize, out: &mut [f32; 8]) {
+        use batch::avx512::q4_1;
+        let w = &w[..packed.blocks()];
+        // SAFETY: as in `dot`.
+        let w = unsafe { view::<_, Q41>(w) };
+        packed_by_pairs(w, packed, g, out, [q4_1::<1>, q4_1::<2>, q4_1::<3>, q4_1::<4>]);
+    }
+
     fn dot_many(n: usize, w: &[Self], a: &[BlockQ8_1], out: &mut [f32]) {
         let blocks = n / 32;
         #[cfg(target_arch = "x86_64")]

@@ -262,3 +262,54 @@ fn dot_many_matches_one_row_at_a_time() {
         }
     }
 }
+
+/// A batch's rows packed eight by eight, each group against one weight row, equal to the bit to the
+/// one-row kernels (the single sequence's): for every group size (odd ones padded) and several groups.
+#[test]
+fn packed_batch_kernels_equal_the_one_row_kernels_to_the_bit() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
+    let mut checked = 0;
+    for n in WIDTHS {
+        let b = n / 32;
+        for m in [1, 2, 3, 5, 7, 8, 9, 16, 19] {
+            let (w, a) = q4_1_data(&mut rng, n, m);
+            if let Some(packed) = <BlockQ4_1 as Kernel>::pack(n, &a) {
+                assert_eq!(packed.groups(), m.div_ceil(8));
+                for g in 0..packed.groups() {
+                    let mut out = [f32::NAN; 8];
+                    <BlockQ4_1 as Kernel>::dot_packed(&w, &packed, g, &mut out);
+                    for (i, o) in packed.group_rows(g).zip(out) {
+                        let one = <BlockQ4_1 as Kernel>::dot(n, &w, &a[i * b..(i + 1) * b]);
+                        assert_eq!(
+                            o.to_bits(),
+                            one.to_bits(),
+                            "Q4_1 n={n} m={m} row {i}: {o} vs {one}"
+                        );
+                        assert!(close(o, q4_1_reference(&w, &a[i * b..(i + 1) * b])));
+                    }
+                }
+                checked += 1;
+            }
+
+            let (w, a) = q8_0_data(&mut rng, n, m);
+            if let Some(packed) = <kq::BlockQ8_0 as Kernel>::pack(n, &a) {
+                for g in 0..packed.groups() {
+                    let mut out = [f32::NAN; 8];
+                    <kq::BlockQ8_0 as Kernel>::dot_packed(&w, &packed, g, &mut out);
+                    for (i, o) in packed.group_rows(g).zip(out) {
+                        let one = <kq::BlockQ8_0 as Kernel>::dot(n, &w, &a[i * b..(i + 1) * b]);
+                        assert_eq!(
+                            o.to_bits(),
+                            one.to_bits(),
+                            "Q8_0 n={n} m={m} row {i}: {o} vs {one}"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    if checked == 0 {
+        eprintln!("no packed kernels on this CPU: nothing to test");
+    }
+}
