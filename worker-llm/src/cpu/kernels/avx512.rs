@@ -80,7 +80,7 @@ fn add2(acc: __m256, xy: __m512, s0: f32, s1: f32) -> __m256 {
 /// one row is shared, the next four otherwise) to be fetched into cache: decode streams every weight
 /// from memory once per token, and the loads' misses, not the arithmetic, were the kernels' cost.
 #[target_feature(enable = "sse")]
-fn prefetch<T>(w: &[T], j: usize, ahead: usize) {
+pub(super) fn prefetch<T>(w: &[T], j: usize, ahead: usize) {
     _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(j + ahead) as *const i8);
 }
 
@@ -250,4 +250,39 @@ pub(super) unsafe fn q8_0_x4<const SHARED_W: bool>(
         out[r] = reduce256(acc[r]);
     }
     out
+}
+
+/// ggml's `quantize_row_q8_1` as [`super::quantize_q8_1_scalar`] does it (round half away from zero,
+/// `s` rounded once), a block of 32 in two registers: equal to it to the bit (a maximum, an exact
+/// fraction and an integer sum do not depend on the order).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn quantize_q8_1(x: &[f32], out: &mut [Q81]) {
+    for (block, xs) in out.iter_mut().zip(x.chunks_exact(32)) {
+        // SAFETY: `xs` holds 32 f32; unaligned loads.
+        let (lo, hi) = unsafe { (_mm512_loadu_ps(xs.as_ptr()), _mm512_loadu_ps(xs.as_ptr().add(16))) };
+        let d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi))) / 127.0;
+        let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let round = |v: __m512| {
+            let v = _mm512_mul_ps(v, id);
+            // trunc(v), plus v's sign where the (exact) fraction is at least a half.
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+            let away =
+                _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5));
+            let sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(i32::MIN));
+            let one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0)), sign));
+            _mm512_cvttps_epi32(_mm512_mask_add_ps(t, away, t, one))
+        };
+        let (qlo, qhi) = (round(lo), round(hi));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+        // SAFETY: `qs` is 32 bytes; unaligned stores.
+        unsafe {
+            _mm_storeu_si128(block.qs.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(qlo));
+            _mm_storeu_si128(
+                block.qs[16..].as_mut_ptr() as *mut __m128i,
+                _mm512_cvtepi32_epi8(qhi),
+            );
+        }
+        block.d = f16::from_f32(d);
+        block.s = f16::from_f32(sum as f32 * d);
+    }
 }

@@ -110,7 +110,7 @@ impl Packed {
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::super::avx512::{pair, reduce256};
+    use super::super::avx512::{pair, prefetch, reduce256};
     use super::super::{Q41, Q80};
     use super::{GROUP, Lanes};
 
@@ -132,7 +132,10 @@ pub(super) mod avx512 {
         // Q4_1's offset times each row's activation sum, added block by block.
         let mut offsets = _mm256_setzero_ps();
         let low = _mm256_set1_epi8(0x0F);
-        for (w, l) in w.iter().zip(lanes) {
+        for (j, (wj, l)) in w.iter().zip(lanes).enumerate() {
+            // The next weight row (the caller's next) into cache: weights stream from memory.
+            prefetch(w, j, w.len());
+            let w = wj;
             // [w.d, w.m] as f32, as the one-row kernel converts them.
             let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(pair(w.d, w.m)));
             let d = _mm512_broadcastss_ps(dm);
@@ -166,7 +169,9 @@ pub(super) mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(in super::super) unsafe fn q8_0<const P: usize>(w: &[Q80], lanes: &[Lanes], out: &mut [f32; GROUP]) {
         let mut acc = [_mm512_setzero_ps(); P];
-        for (w, l) in w.iter().zip(lanes) {
+        for (j, (wj, l)) in w.iter().zip(lanes).enumerate() {
+            prefetch(w, j, w.len());
+            let w = wj;
             let d = _mm512_set1_ps(w.d.to_f32());
             // SAFETY (all loads here): the arrays hold what is loaded; unaligned loads.
             let qw = unsafe { _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i) };

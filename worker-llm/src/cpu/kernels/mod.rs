@@ -200,6 +200,16 @@ fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     // SAFETY: Q81 is a field-for-field copy of Candle's #[repr(C)] block (size and alignment asserted
     // above), and every bit pattern is a valid value of its fields.
     let blocks = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut Q81, out.len()) };
+    #[cfg(target_arch = "x86_64")]
+    if simd() == Simd::Avx512Vnni {
+        // SAFETY: the CPU has AVX-512 (F, BW, VL).
+        return unsafe { avx512::quantize_q8_1(x, blocks) };
+    }
+    quantize_q8_1_scalar(x, blocks)
+}
+
+/// [`quantize_q8_1`] in portable Rust.
+fn quantize_q8_1_scalar(x: &[f32], blocks: &mut [Q81]) {
     for (block, xs) in blocks.iter_mut().zip(x.chunks_exact(32)) {
         let d = xs.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };

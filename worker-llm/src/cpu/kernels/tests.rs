@@ -313,3 +313,47 @@ fn packed_batch_kernels_equal_the_one_row_kernels_to_the_bit() {
         eprintln!("no packed kernels on this CPU: nothing to test");
     }
 }
+
+/// The AVX-512 Q8_1 quantizer equals the scalar one to the bit, ties (x.5 after scaling) included.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_q8_1_quantizer_equals_the_scalar_one() {
+    if detect() != Simd::Avx512Vnni {
+        eprintln!("no AVX-512 on this CPU: nothing to test");
+        return;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    let mut x = random_row(&mut rng, 1536);
+    // A block whose maximum is 127 (scale 1): halves round away from zero; a block of zeros.
+    for (i, v) in x[..32].iter_mut().enumerate() {
+        *v = if i == 0 { 127.0 } else { (i as f32 - 16.0) + 0.5 };
+    }
+    x[32..64].fill(0.0);
+    x[64] = -0.49999997;
+    let blocks = x.len() / 32;
+    let mut scalar = vec![BlockQ8_1::zeros(); blocks];
+    let mut simd = vec![BlockQ8_1::zeros(); blocks];
+    // SAFETY: field-for-field copies (asserted in the module); the CPU has AVX-512.
+    unsafe {
+        let view_mut =
+            |b: &mut [BlockQ8_1]| std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut Q81, b.len());
+        quantize_q8_1_scalar(&x, view_mut(&mut scalar));
+        avx512::quantize_q8_1(&x, view_mut(&mut simd));
+        for (j, (s, v)) in view::<_, Q81>(&scalar)
+            .iter()
+            .zip(view::<_, Q81>(&simd))
+            .enumerate()
+        {
+            assert_eq!(
+                (s.qs, s.d.to_bits(), s.s.to_bits()),
+                (v.qs, v.d.to_bits(), v.s.to_bits()),
+                "block {j}"
+            );
+        }
+        assert_eq!(
+            view::<_, Q81>(&scalar)[0].qs[1],
+            -15,
+            "-14.5 rounds away from zero"
+        );
+    }
+}
