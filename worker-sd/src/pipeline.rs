@@ -294,7 +294,7 @@ pub fn generate(
             let mut noise = Noise::new(request.rng, seed);
             let mut progress = |p: &Progress<'_>| {
                 let preview = match preview_every {
-                    Some(every) if every > 0 && p.step % every == 0 && p.step < p.steps => {
+                    Some(every) if every > 0 && p.step.is_multiple_of(every) && p.step < p.steps => {
                         Some(pipeline.preview(p.latents)?)
                     }
                     _ => None,

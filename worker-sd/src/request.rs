@@ -212,7 +212,7 @@ impl GenerationRequest {
 
 /// Checks one side: a multiple of 8 within [`MIN_SIDE`, `MAX_SIDE`].
 fn side(field: &'static str, value: u32) -> Result<()> {
-    if value % 8 != 0 {
+    if !value.is_multiple_of(8) {
         return Err(SdError::invalid(
             field,
             format!("must be a multiple of 8, got {value}"),

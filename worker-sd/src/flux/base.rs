@@ -251,7 +251,7 @@ impl FluxImagePipeline {
         }
         let multiple = self.pipe.vae_scale_factor() * 2;
         for (field, value) in [("width", request.width), ("height", request.height)] {
-            if value as usize % multiple != 0 {
+            if !(value as usize).is_multiple_of(multiple) {
                 return Err(SdError::invalid(
                     field,
                     format!("must be a multiple of {multiple} for Flux, got {value}"),

@@ -157,7 +157,7 @@ pub fn qkv_rope(
     let w = width3 / 3;
     let d = w / heads.max(1);
     let half = d / 2;
-    if heads == 0 || w % heads != 0 || d % 2 != 0 || cos.dims3()? != (b, total, half) {
+    if heads == 0 || w % heads != 0 || !d.is_multiple_of(2) || cos.dims3()? != (b, total, half) {
         candle_core::bail!(
             "qkv_rope: {width3} values per token, {heads} heads, tables {:?}",
             cos.dims()

@@ -283,7 +283,7 @@ impl FluxPipeline {
     /// The latent image's (channels, height, width) for a size in pixels; refuses sizes that do not pack.
     pub fn latent_shape(&self, height: usize, width: usize) -> Result<(usize, usize, usize)> {
         let multiple = self.vae_scale_factor() * 2;
-        if height == 0 || width == 0 || height % multiple != 0 || width % multiple != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(multiple) || !width.is_multiple_of(multiple) {
             return Err(FluxError::Size(format!(
                 "{width}x{height}: width and height must be positive multiples of {multiple}"
             )));

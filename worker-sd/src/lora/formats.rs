@@ -308,7 +308,7 @@ fn lead<A: Algebra>(t: &A) -> usize {
 /// `t` as a `(rows, rest)` matrix.
 fn flat<A: Algebra>(t: &A, rows: usize) -> Result<A> {
     let count: usize = t.dims().iter().product();
-    if rows == 0 || count % rows != 0 {
+    if rows == 0 || !count.is_multiple_of(rows) {
         return Err(shape_error(format!("{:?} has no {rows} rows", t.dims())));
     }
     t.reshape(vec![rows, count / rows])

@@ -278,16 +278,15 @@ fn entry_file(
     }
     let root = catalog::resolve::entry_root(entry)
         .ok_or_else(|| bad(format!("{kind} {name}: the entry records no folder")))?;
-    if let Some(pickle) = entry.pickle_files().next() {
-        if !entry
+    if let Some(pickle) = entry.pickle_files().next()
+        && !entry
             .files
             .iter()
             .any(|f| f.role == FileRole::Weights && f.path.ends_with(".safetensors"))
-        {
-            return Err(SdError::Pickle {
-                path: root.join(&pickle.path),
-            });
-        }
+    {
+        return Err(SdError::Pickle {
+            path: root.join(&pickle.path),
+        });
     }
     let weights = entry
         .files
