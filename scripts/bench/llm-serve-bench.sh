@@ -23,7 +23,7 @@ if [ ! -x "$LLAMA_SERVER" ]; then
   rm -rf "$tmp"
   (
     cd "$CACHE/llama.cpp-0.3.36"
-    # -mno-amx-*: these VMs' CPUID advertises AMX but its instructions fault (SIGILL in ggml's AMX kernels).
+    # -mno-amx-*: these VMs' CPUID advertises AMX, and ggml's AMX kernels die with SIGILL here.
     PATH="$CACHE/venv/bin:$PATH" cmake -S . -B build -G Ninja -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS=$NO_AMX" "-DCMAKE_CXX_FLAGS=$NO_AMX" >&2
     PATH="$CACHE/venv/bin:$PATH" cmake --build build --target llama-server -j"$(nproc)" >&2

@@ -12,8 +12,8 @@ VENV="${OMC_REF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/open-model-catalog/venv-re
 PACKAGES=(torch==2.15.0 diffusers==0.42.1 transformers==5.23.0 tokenizers==0.23.3 safetensors accelerate
   peft gguf numpy llama-cpp-python==0.3.36)
 
-# llama-cpp-python builds ggml for this CPU: these VMs' CPUID advertises AMX, whose instructions then fault
-# (SIGILL in ggml's AMX kernels), so AMX is left out.
+# llama-cpp-python builds ggml for this CPU: these VMs' CPUID advertises AMX and ggml's AMX kernels die with
+# SIGILL here (AMX itself runs once a process asks Linux for the tile state, see README), so AMX is left out.
 NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'}"
 exec bash "$(dirname "$0")/../lib/pinned-venv.sh" "$VENV" "${PACKAGES[@]}"
