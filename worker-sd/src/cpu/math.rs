@@ -2,16 +2,20 @@
 
 use candle_core::{Result, Tensor};
 
+/// Inputs [`exp`] clamps to.
+const EXP_MIN: f32 = -87.0;
+const EXP_MAX: f32 = 88.0;
+/// Adding then subtracting 1.5 * 2^23 rounds to the nearest integer without a branch.
+const ROUND: f32 = 12_582_912.0;
+/// ln 2 in two parts (Cody and Waite), so x - n ln 2 stays exact for the n of float32's range.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
 /// `e^x` within a few float32 ulps; inputs below -87 give about 1e-38 instead of 0, inputs above 88
 /// saturate.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    // Adding then subtracting 1.5 * 2^23 rounds to the nearest integer without a branch.
-    const ROUND: f32 = 12_582_912.0;
-    // ln 2 in two parts (Cody and Waite), so x - n ln 2 stays exact for the n of float32's range.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
+    let x = x.clamp(EXP_MIN, EXP_MAX);
     let shifted = x * std::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
     // n as an integer, read from the shifted float's low mantissa bits: a float-to-int cast (`as i32`)
@@ -156,13 +160,14 @@ mod wide {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
-        let round = _mm512_set1_ps(12_582_912.0);
+        use super::{EXP_MAX, EXP_MIN, LN2_HI, LN2_LO, ROUND};
+        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)), _mm512_set1_ps(EXP_MAX));
+        let round = _mm512_set1_ps(ROUND);
         let shifted = _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), round);
         let n = _mm512_sub_ps(shifted, round);
         let n_int = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_castps_si512(round));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
         let mut p = _mm512_set1_ps(1.0 / 5040.0);
         for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
