@@ -47,7 +47,13 @@ fn main() -> anyhow::Result<()> {
         out.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         if call > 0 {
             times.push(start.elapsed().as_secs_f64());
+        } else {
+            let _ = worker_sd::cpu::profile::take_report();
         }
+    }
+    if worker_sd::cpu::profile::enabled() {
+        eprintln!("over {calls} calls (WORKER_SD_PROFILE):");
+        eprint!("{}", worker_sd::cpu::profile::take_report());
     }
     times.sort_by(f64::total_cmp);
     println!(

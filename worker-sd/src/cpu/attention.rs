@@ -183,21 +183,33 @@ mod tests {
             .unwrap()
     }
 
-    /// `cargo test -p worker-sd --lib --release cpu::attention -- --ignored --nocapture`: the time of SD
-    /// 1.5's largest self-attention (64x64 latents, guided batch of 2, 8 heads of 40).
+    /// `cargo test -p worker-sd --lib --release cpu::attention -- --ignored --nocapture`: the times of the
+    /// largest self-attentions of SD 1.5 (64x64 latents, guided batch of 2, 8 heads of 40), SDXL
+    /// at 1024 px (levels 2 and 1: 10 heads of 64 at 64x64, 5 at 128x128) and Flux at 512 px (24 heads of
+    /// 128 over 1536 tokens): `scripts/bench/attention_vs_torch.py` times torch's on the same shapes.
     #[test]
     #[ignore = "a timing, not a check"]
-    fn time_sd15_self_attention() {
-        let q = random(&[2, 4096, 320], 1);
-        let k = random(&[2, 4096, 320], 2);
-        let v = random(&[2, 4096, 320], 3);
-        for _ in 0..3 {
-            let start = std::time::Instant::now();
-            attention(&q, &k, &v, 8, 0.158).unwrap();
-            let secs = start.elapsed().as_secs_f64();
+    fn time_self_attention() {
+        let shapes = [
+            (2, 8, 4096, 40),
+            (1, 24, 1536, 128),
+            (2, 10, 4096, 64),
+            (2, 5, 16384, 64),
+        ];
+        for (b, heads, n, d) in shapes {
+            let q = random(&[b, n, heads * d], 1);
+            let k = random(&[b, n, heads * d], 2);
+            let v = random(&[b, n, heads * d], 3);
+            let mut best = f64::MAX;
+            for _ in 0..if n > 8192 { 1 } else { 3 } {
+                let start = std::time::Instant::now();
+                attention(&q, &k, &v, heads, 1.0 / (d as f32).sqrt()).unwrap();
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            let flops = 4.0 * (b * heads * n * n * d) as f64;
             eprintln!(
-                "self-attention 2x4096x320, 8 heads: {secs:.3} s, {:.1} GFLOP/s",
-                42.9 / secs
+                "({b}, {heads}, {n}, {d}): {best:.3} s  {:.0} GF/s",
+                flops / best / 1e9
             );
         }
     }

@@ -3,46 +3,105 @@
 //! bias nor the residual costs a pass of its own. Candle's `Linear` runs one GEMM per batch entry on a
 //! broadcast weight, then adds the bias in a second pass over a new tensor.
 //!
-//! The input may be strided (`x_strides`): a 1x1 convolution's NCHW input is read as `(pixels, channels)`
-//! rows without a transpose, and [`linear_to_nchw`] writes its output straight into NCHW.
+//! The input may be a narrow of a wider tensor's last dimension (read in place), or several such parts
+//! standing for their concatenation ([`linear_of_parts`]); a 1x1 convolution's NCHW input is read as
+//! `(pixels, channels)` rows without a transpose, and [`linear_to_nchw`] writes its output straight into NCHW.
+//! The output's first write (bias, residual) is split over the threads: on a fresh buffer it is also where
+//! the page faults happen.
 
 use candle_core::{Result, Tensor};
+use rayon::prelude::*;
 
-use super::{gemm, threads, with_slice};
+use super::{gemm, threads, with_rows, with_slice};
 
 /// `x w^T + bias (+ residual)` for float32 CPU tensors: `x` `(..., k)`, `weight` `(n, k)`, `bias` `(n)`,
-/// `residual` the output's shape `(..., n)`.
+/// `residual` the output's shape `(..., n)`. `x` may be a narrow of a wider tensor's last dimension.
 pub fn linear(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let x = x.contiguous()?;
+    linear_of_parts(&[x], weight, bias, residual)
+}
+
+/// `cat(parts, -1) w^T + bias (+ residual)` without the concatenation: each part times its own columns of
+/// `weight`, summed into one output (Flux's single blocks project attention and MLP together).
+pub fn linear_of_parts(
+    parts: &[&Tensor],
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    linear_then(parts, weight, bias, residual, None::<fn(usize, &mut [f32])>)
+}
+
+/// [`linear_of_parts`], then `then(row, values)` on every output row in place, the rows split over the
+/// threads: an activation or a gated residual applied to the product's own fresh buffer, where a separate
+/// op would allocate (and page-fault) a second output and read the first again.
+pub fn linear_then(
+    parts: &[&Tensor],
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    then: Option<impl Fn(usize, &mut [f32]) + Sync>,
+) -> Result<Tensor> {
     let (n, k) = weight.dims2()?;
-    let mut dims = x.dims().to_vec();
-    if dims.last() != Some(&k) {
-        candle_core::bail!("linear: input {dims:?} does not fit weight ({n}, {k})");
+    let Some(first) = parts.first() else {
+        candle_core::bail!("linear: no input")
+    };
+    let lead = &first.dims()[..first.rank().saturating_sub(1)];
+    let widths: Vec<usize> = parts
+        .iter()
+        .map(|p| p.dims().last().copied().unwrap_or(0))
+        .collect();
+    if widths.iter().sum::<usize>() != k
+        || parts
+            .iter()
+            .any(|p| p.rank() == 0 || &p.dims()[..p.rank() - 1] != lead)
+    {
+        let shapes: Vec<_> = parts.iter().map(|p| p.dims().to_vec()).collect();
+        candle_core::bail!("linear: inputs {shapes:?} do not fit weight ({n}, {k})");
     }
-    let rows = x.elem_count() / k.max(1);
-    if let Some(last) = dims.last_mut() {
-        *last = n;
-    }
-    let out = with_slice(&x, |xs| {
-        // SAFETY: rows x k elements at row stride k, column stride 1.
-        unsafe {
-            product(
-                (rows, n, k),
-                (xs.as_ptr(), k, 1),
-                weight,
-                bias,
-                residual,
-                &dims,
-                false,
-            )
+    let rows = lead.iter().product::<usize>();
+    let mut dims = lead.to_vec();
+    dims.push(n);
+    let mut out = initial(rows, n, bias, residual, &dims, false)?;
+    let mut read_dst = bias.is_some() || residual.is_some();
+    let mut offset = 0;
+    with_slice(&weight.contiguous()?, |ws| {
+        for (part, &width) in parts.iter().zip(&widths) {
+            with_rows(part, |xs, row_stride| {
+                // SAFETY: `with_rows` gives rows x width elements at row stride `row_stride`; the weight's
+                // columns offset..offset + width of its n rows of k; out is rows x n.
+                unsafe {
+                    gemm(
+                        (rows, n, width),
+                        (out.as_mut_ptr(), n, 1),
+                        (xs.as_ptr(), row_stride, 1),
+                        (ws[offset..].as_ptr(), 1, k),
+                        read_dst,
+                        1.0,
+                        threads() > 1,
+                    )
+                }
+            })?;
+            read_dst = true;
+            offset += width;
         }
+        Ok::<_, candle_core::Error>(())
     })??;
-    Tensor::from_vec(out, dims, x.device())
+    if let Some(then) = then {
+        let rows_per_item = ((1 << 14) / n.max(1)).max(1);
+        out.par_chunks_mut(rows_per_item * n.max(1))
+            .enumerate()
+            .for_each(|(item, chunk)| {
+                for (r, row) in chunk.chunks_exact_mut(n.max(1)).enumerate() {
+                    then(item * rows_per_item + r, row);
+                }
+            });
+    }
+    Tensor::from_vec(out, dims, first.device())
 }
 
 /// A 1x1 convolution's product from channels-last rows: `x` `(b, pixels, k)` times `weight` `(n, k)` (or
@@ -68,14 +127,13 @@ pub fn linear_to_nchw(
     let out = with_slice(&x, |xs| {
         // SAFETY: b * pixels rows of k at row stride k.
         unsafe {
-            product(
+            product_nchw(
                 (b * pixels, n, k),
                 (xs.as_ptr(), k, 1),
                 &weight,
                 bias,
                 residual,
                 &dims,
-                true,
             )
         }
     })??;
@@ -132,79 +190,79 @@ fn initial(
     dims: &[usize],
     nchw: bool,
 ) -> Result<Vec<f32>> {
-    let mut out = match residual {
-        Some(r) => {
-            if r.dims() != dims {
-                candle_core::bail!(
-                    "linear: residual {:?} is not the output's shape {dims:?}",
-                    r.dims()
-                );
-            }
-            with_slice(&r.contiguous()?, |r| r.to_vec())?
-        }
-        None => vec![0f32; rows * n],
-    };
-    if let Some(bias) = bias {
-        if bias.elem_count() != n {
-            candle_core::bail!("linear: bias of {} for {n} outputs", bias.elem_count());
-        }
-        with_slice(&bias.contiguous()?, |bias| {
-            if nchw {
-                let plane = rows / dims[0].max(1);
-                for (i, p) in out.chunks_exact_mut(plane.max(1)).enumerate() {
-                    let v = bias[i % n];
-                    p.iter_mut().for_each(|o| *o += v);
-                }
-            } else {
-                for row in out.chunks_exact_mut(n) {
-                    row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-                }
-            }
-        })?;
+    if let Some(r) = residual
+        && r.dims() != dims
+    {
+        candle_core::bail!(
+            "linear: residual {:?} is not the output's shape {dims:?}",
+            r.dims()
+        );
     }
+    if let Some(bias) = bias
+        && bias.elem_count() != n
+    {
+        candle_core::bail!("linear: bias of {} for {n} outputs", bias.elem_count());
+    }
+    let residual = residual.map(|r| r.contiguous()).transpose()?;
+    let bias = bias.map(|b| b.contiguous()).transpose()?;
+    let mut out = Vec::<f32>::with_capacity(rows * n);
+    let spare = &mut out.spare_capacity_mut()[..rows * n];
+    // Runs of output elements that share one bias value (NCHW planes) or one bias row (row-major).
+    let (run, runs_per_item) = match nchw {
+        true => (rows / dims.first().copied().unwrap_or(1).max(1), 1),
+        false => (n, (1 << 14) / n.max(1) + 1),
+    };
+    let chunk = (run * runs_per_item).max(1);
+    let mut fill = |r: Option<&[f32]>, b: Option<&[f32]>| {
+        spare.par_chunks_mut(chunk).enumerate().for_each(|(item, part)| {
+            for (i, row) in part.chunks_mut(run.max(1)).enumerate() {
+                let at = item * chunk + i * run;
+                let r = r.map(|r| &r[at..at + row.len()]);
+                for (j, o) in row.iter_mut().enumerate() {
+                    let bias = match (b, nchw) {
+                        (Some(b), true) => b[(at / run) % n],
+                        (Some(b), false) => b[j],
+                        (None, _) => 0.0,
+                    };
+                    o.write(r.map_or(0.0, |r| r[j]) + bias);
+                }
+            }
+        })
+    };
+    match (&residual, &bias) {
+        (Some(r), Some(b)) => with_slice(r, |r| with_slice(b, |b| fill(Some(r), Some(b))))??,
+        (Some(r), None) => with_slice(r, |r| fill(Some(r), None))?,
+        (None, Some(b)) => with_slice(b, |b| fill(None, Some(b)))?,
+        (None, None) => fill(None, None),
+    }
+    // SAFETY: every one of the rows * n elements was written above.
+    unsafe { out.set_len(rows * n) };
     Ok(out)
 }
 
-/// `lhs (rows x k) * weight^T + bias (+ residual)`, the output row-major `(rows, n)` or, when `nchw`, as
-/// `dims` = `(b, n, h, w)` with rows = b * h * w.
+/// `lhs (rows x k) * weight^T + bias (+ residual)`, written as `dims` = `(b, n, h, w)` with rows = b * h * w.
 ///
 /// # Safety
 /// `lhs` must address rows x k elements at its (row, column) strides.
-unsafe fn product(
+unsafe fn product_nchw(
     (rows, n, k): (usize, usize, usize),
     lhs: (*const f32, usize, usize),
     weight: &Tensor,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
     dims: &[usize],
-    nchw: bool,
 ) -> Result<Vec<f32>> {
-    let mut out = initial(rows, n, bias, residual, dims, nchw)?;
+    let mut out = initial(rows, n, bias, residual, dims, true)?;
     let read_dst = bias.is_some() || residual.is_some();
     with_slice(&weight.contiguous()?, |ws| {
-        if nchw {
-            let (b, pixels) = (dims[0], rows / dims[0].max(1));
-            for bi in 0..b {
-                // SAFETY: image bi's output is n x pixels (NCHW plane per channel); its input rows follow.
-                unsafe {
-                    gemm(
-                        (pixels, n, k),
-                        (out[bi * n * pixels..].as_mut_ptr(), 1, pixels),
-                        (lhs.0.add(bi * pixels * lhs.1), lhs.1, lhs.2),
-                        (ws.as_ptr(), 1, k),
-                        read_dst,
-                        1.0,
-                        threads() > 1,
-                    )
-                }
-            }
-        } else {
-            // SAFETY: forwarded to the caller; out is rows x n.
+        let (b, pixels) = (dims[0], rows / dims[0].max(1));
+        for bi in 0..b {
+            // SAFETY: image bi's output is n x pixels (NCHW plane per channel); its input rows follow.
             unsafe {
                 gemm(
-                    (rows, n, k),
-                    (out.as_mut_ptr(), n, 1),
-                    lhs,
+                    (pixels, n, k),
+                    (out[bi * n * pixels..].as_mut_ptr(), 1, pixels),
+                    (lhs.0.add(bi * pixels * lhs.1), lhs.1, lhs.2),
                     (ws.as_ptr(), 1, k),
                     read_dst,
                     1.0,

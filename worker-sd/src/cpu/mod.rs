@@ -44,6 +44,37 @@ pub(crate) fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R
     Ok(f(&data[start..end]))
 }
 
+/// Calls `f` with the float32 elements of a CPU tensor read as rows of its last dimension, and the row
+/// stride, without a copy when its rows are contiguous and evenly spaced (a contiguous tensor, or a narrow
+/// of a contiguous tensor's last dimension: one stream's Q, K, V of a fused projection); else a copy.
+pub(crate) fn with_rows<R>(t: &Tensor, f: impl FnOnce(&[f32], usize) -> R) -> Result<R> {
+    let (Some(&w), Some(&last)) = (t.dims().last(), t.stride().last()) else {
+        candle_core::bail!("the CPU kernels take tensors of at least one dimension")
+    };
+    let rows = t.elem_count() / w.max(1);
+    let dims = t.dims();
+    let strides = t.stride();
+    let r = dims.len();
+    let row_stride = if r >= 2 { strides[r - 2] } else { w };
+    let evenly = last == 1
+        && row_stride >= w
+        && (0..r.saturating_sub(2)).all(|i| dims[i] == 1 || strides[i] == strides[i + 1] * dims[i + 1]);
+    if !evenly || rows == 0 {
+        return with_slice(&t.contiguous()?, |xs| f(xs, w));
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("the CPU kernels take CPU tensors")
+    };
+    let data = cpu.as_slice::<f32>()?;
+    let start = layout.start_offset();
+    let end = start + (rows - 1) * row_stride + w;
+    match data.get(start..end) {
+        Some(xs) => Ok(f(xs, row_stride)),
+        None => candle_core::bail!("a tensor's rows lie outside its storage"),
+    }
+}
+
 /// An output buffer written by several threads, each to elements no other touches.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut(pub(crate) *mut f32);

@@ -56,12 +56,87 @@ impl Weights<'_> {
     }
 }
 
-/// Applies `linear` to `(b, n, k)` rows as one `(b n, k)` matmul.
-fn project(linear: &Linear, x: &Tensor) -> Result<Tensor> {
-    let (b, n, k) = x.dims3()?;
-    let y = linear.forward(&x.reshape((b * n, k))?)?;
-    let out = y.dim(1)?;
-    y.reshape((b, n, out))
+/// Applies `linear` to `(b, n, k)` rows (or, on the CPU, to the concatenation of `parts` along the last
+/// dimension) as one `(b n, k)` product: worker-sd's [`crate::cpu::linear`] with the bias written first on
+/// float32 CPU tensors, Candle's matmul otherwise.
+fn project(linear: &Linear, parts: &[&Tensor]) -> Result<Tensor> {
+    project_then(linear, parts, After::Nothing)
+}
+
+/// What follows a projection, applied in place to its output on the CPU.
+enum After<'a> {
+    Nothing,
+    /// GELU (tanh) of the columns from this one on.
+    GeluFrom(usize),
+    /// `x + gate * output`: a block's gated residual, `x` `(b, n, w)`, `gate` `(b, 1, w)`.
+    GatedResidual(&'a Tensor, &'a Tensor),
+}
+
+/// [`project`], then `after`.
+fn project_then(linear: &Linear, parts: &[&Tensor], after: After) -> Result<Tensor> {
+    let cpu = parts.iter().all(|p| crate::cpu::applies(p)) && crate::cpu::applies(linear.weight());
+    if !cpu {
+        let x = match parts {
+            [x] => (*x).clone(),
+            _ => Tensor::cat(parts, D::Minus1)?,
+        };
+        let (b, n, k) = x.dims3()?;
+        let y = linear.forward(&x.reshape((b * n, k))?)?;
+        let y = y.reshape((b, n, y.dim(1)?))?;
+        return match after {
+            After::Nothing => Ok(y),
+            After::GeluFrom(c) => {
+                let w = y.dim(2)?;
+                Tensor::cat(&[y.narrow(2, 0, c)?, ops::gelu(&y.narrow(2, c, w - c)?)?], 2)
+            }
+            After::GatedResidual(x, gate) => ops::gated_add(x, gate, &y),
+        };
+    }
+    let (n, k) = linear.weight().dims2()?;
+    let rows = parts
+        .first()
+        .map_or(0, |p| p.elem_count() / p.dim(D::Minus1).unwrap_or(1).max(1));
+    let label = || format!("flux linear {rows}x{n}x{k}");
+    let (w, b) = (linear.weight(), linear.bias());
+    let run = || match after {
+        After::Nothing => crate::cpu::linear::linear_of_parts(parts, w, b, None),
+        After::GeluFrom(c) => {
+            let then = |_: usize, row: &mut [f32]| {
+                row.iter_mut()
+                    .skip(c)
+                    .for_each(|v| *v = crate::cpu::math::gelu(*v))
+            };
+            crate::cpu::linear::linear_then(parts, w, b, None, Some(then))
+        }
+        After::GatedResidual(x, gate) => {
+            let (x, gate) = (x.contiguous()?, gate.contiguous()?);
+            let (_, tokens, width) = x.dims3()?;
+            if x.elem_count() != rows * n || width != n || gate.elem_count() * tokens != x.elem_count() {
+                candle_core::bail!(
+                    "flux: residual {:?}, gate {:?} for {rows}x{n}",
+                    x.dims(),
+                    gate.dims()
+                );
+            }
+            crate::cpu::with_slice(&x, |xs| {
+                crate::cpu::with_slice(&gate, |gs| {
+                    let then = |r: usize, row: &mut [f32]| {
+                        let (x, g) = (&xs[r * n..][..n], &gs[r / tokens * n..][..n]);
+                        for ((o, &x), &g) in row.iter_mut().zip(x).zip(g) {
+                            *o = x + g * *o;
+                        }
+                    };
+                    crate::cpu::linear::linear_then(parts, w, b, None, Some(then))
+                })
+            })??
+        }
+    };
+    crate::cpu::profile::time(label, run)
+}
+
+/// Runs one of the transformer's other steps under a profile label (`WORKER_SD_PROFILE`).
+fn timed<R>(label: &str, f: impl FnOnce() -> R) -> R {
+    crate::cpu::profile::time(|| format!("flux {label}"), f)
 }
 
 /// `(shift, scale, gate)` chunks of a modulation, each `(b, 1, w)`.
@@ -111,10 +186,10 @@ impl Stream {
 
     /// The stream after attention: `x + gate1 * proj(attn)`, then the modulated MLP's residual.
     fn finish(&self, x: &Tensor, attn: &Tensor, m: &[Modulation]) -> Result<Tensor> {
-        let x = ops::gated_add(x, &m[0].gate, &project(&self.proj, attn)?)?;
-        let h = ops::modulated_norm(&x, &m[1].shift, &m[1].scale)?;
-        let h = project(&self.mlp_out, &ops::gelu(&project(&self.mlp_in, &h)?)?)?;
-        ops::gated_add(&x, &m[1].gate, &h)
+        let x = project_then(&self.proj, &[attn], After::GatedResidual(x, &m[0].gate))?;
+        let h = timed("norm", || ops::modulated_norm(&x, &m[1].shift, &m[1].scale))?;
+        let h = project_then(&self.mlp_in, &[&h], After::GeluFrom(0))?;
+        project_then(&self.mlp_out, &[&h], After::GatedResidual(&x, &m[1].gate))
     }
 }
 
@@ -208,8 +283,8 @@ impl FluxModel {
             &self.shape.axes_dim,
             10_000.0,
         )?;
-        let mut txt = project(&self.txt_in, txt)?;
-        let mut img = project(&self.img_in, img)?;
+        let mut txt = project(&self.txt_in, &[txt])?;
+        let mut img = project(&self.img_in, &[img])?;
         let embed = |mlp: &(Linear, Linear), t: &Tensor| -> Result<Tensor> {
             mlp.1
                 .forward(&mlp.0.forward(&timestep_embedding(t, 256, dtype)?)?.silu()?)
@@ -224,23 +299,25 @@ impl FluxModel {
         for block in &self.double {
             let img_m = modulations(&block.img.modulation, &vec, 2)?;
             let txt_m = modulations(&block.txt.modulation, &vec, 2)?;
-            let img_qkv = project(
-                &block.img.qkv,
-                &ops::modulated_norm(&img, &img_m[0].shift, &img_m[0].scale)?,
-            )?;
-            let txt_qkv = project(
-                &block.txt.qkv,
-                &ops::modulated_norm(&txt, &txt_m[0].shift, &txt_m[0].scale)?,
-            )?;
-            let (q, k, v) = ops::qkv_rope(
-                &[
-                    (&txt_qkv, &block.txt.q_norm, &block.txt.k_norm),
-                    (&img_qkv, &block.img.q_norm, &block.img.k_norm),
-                ],
-                heads,
-                &cos,
-                &sin,
-            )?;
+            let img_h = timed("norm", || {
+                ops::modulated_norm(&img, &img_m[0].shift, &img_m[0].scale)
+            })?;
+            let img_qkv = project(&block.img.qkv, &[&img_h])?;
+            let txt_h = timed("norm", || {
+                ops::modulated_norm(&txt, &txt_m[0].shift, &txt_m[0].scale)
+            })?;
+            let txt_qkv = project(&block.txt.qkv, &[&txt_h])?;
+            let (q, k, v) = timed("qk-norm rope", || {
+                ops::qkv_rope(
+                    &[
+                        (&txt_qkv, &block.txt.q_norm, &block.txt.k_norm),
+                        (&img_qkv, &block.img.q_norm, &block.img.k_norm),
+                    ],
+                    heads,
+                    &cos,
+                    &sin,
+                )
+            })?;
             let attn = attention(&q, &k, &v, heads, scale)?;
             let n_img = attn.dim(1)? - n_txt;
             txt = block.txt.finish(&txt, &attn.narrow(1, 0, n_txt)?, &txt_m)?;
@@ -251,17 +328,20 @@ impl FluxModel {
         let hidden = heads * head_dim;
         for block in &self.single {
             let m = modulations(&block.modulation, &vec, 1)?;
-            let h = project(
-                &block.linear1,
-                &ops::modulated_norm(&x, &m[0].shift, &m[0].scale)?,
-            )?;
+            let h = timed("norm", || ops::modulated_norm(&x, &m[0].shift, &m[0].scale))?;
+            let h = project_then(&block.linear1, &[&h], After::GeluFrom(3 * hidden))?;
             let mlp_width = h.dim(2)? - 3 * hidden;
             let qkv = h.narrow(2, 0, 3 * hidden)?;
-            let (q, k, v) = ops::qkv_rope(&[(&qkv, &block.q_norm, &block.k_norm)], heads, &cos, &sin)?;
+            let (q, k, v) = timed("qk-norm rope", || {
+                ops::qkv_rope(&[(&qkv, &block.q_norm, &block.k_norm)], heads, &cos, &sin)
+            })?;
             let attn = attention(&q, &k, &v, heads, scale)?;
-            let mlp = ops::gelu(&h.narrow(2, 3 * hidden, mlp_width)?)?;
-            let out = project(&block.linear2, &Tensor::cat(&[attn, mlp], 2)?)?;
-            x = ops::gated_add(&x, &m[0].gate, &out)?;
+            let mlp = h.narrow(2, 3 * hidden, mlp_width)?;
+            x = project_then(
+                &block.linear2,
+                &[&attn, &mlp],
+                After::GatedResidual(&x, &m[0].gate),
+            )?;
         }
 
         let img = x.narrow(1, n_txt, x.dim(1)? - n_txt)?;
@@ -272,7 +352,7 @@ impl FluxModel {
         );
         project(
             &self.final_linear,
-            &ops::modulated_norm(&img.contiguous()?, &shift, &scale)?,
+            &[&ops::modulated_norm(&img.contiguous()?, &shift, &scale)?],
         )
     }
 }
@@ -281,7 +361,9 @@ impl FluxModel {
 /// Candle's ops otherwise.
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
     if crate::cpu::applies(q) {
-        return crate::cpu::attention::attention(q, k, v, heads, scale);
+        return timed("attention", || {
+            crate::cpu::attention::attention(q, k, v, heads, scale)
+        });
     }
     let (b, n, w) = q.dims3()?;
     let d = w / heads;

@@ -6,7 +6,7 @@
 use candle_core::{D, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu::{self, math, with_slice};
+use crate::cpu::{self, math, with_rows, with_slice};
 
 /// Rows per parallel work item: enough to amortise the hand-out, few enough to balance the threads.
 const ROWS: usize = 16;
@@ -89,17 +89,24 @@ pub fn gated_add(x: &Tensor, gate: &Tensor, y: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(out, (b, n, w), &Device::Cpu)
 }
 
-/// GELU (tanh approximation) of every element.
+/// GELU (tanh approximation) of every element; `x` may be a narrow of a wider tensor's last dimension (the
+/// MLP half of a single block's fused projection), read in place.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if !cpu_f32(&[x]) {
         return x.gelu();
     }
-    let x = x.contiguous()?;
+    let w = x.dim(D::Minus1)?;
     let mut out = vec![0f32; x.elem_count()];
-    with_slice(&x, |xs| {
-        out.par_chunks_mut(1 << 14)
-            .zip(xs.par_chunks(1 << 14))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = math::gelu(x)))
+    let rows_per_item = ((1 << 14) / w.max(1)).max(1);
+    with_rows(x, |xs, stride| {
+        out.par_chunks_mut(rows_per_item * w.max(1))
+            .enumerate()
+            .for_each(|(item, o)| {
+                for (r, o) in o.chunks_exact_mut(w).enumerate() {
+                    let x = &xs[(item * rows_per_item + r) * stride..][..w];
+                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = math::gelu(x));
+                }
+            })
     })?;
     Tensor::from_vec(out, x.dims(), &Device::Cpu)
 }
@@ -169,13 +176,12 @@ pub fn qkv_rope(
     let mut v = vec![0f32; b * total * w];
     let mut offset = 0;
     for (qkv, q_norm, k_norm) in streams {
-        let qkv = qkv.contiguous()?;
         let (qkv_b, n, qkv_w) = qkv.dims3()?;
         if qkv_b != b || qkv_w != width3 {
             candle_core::bail!("qkv_rope: a stream of shape {:?}", qkv.dims());
         }
         let (q_norm, k_norm) = (q_norm.to_vec1::<f32>()?, k_norm.to_vec1::<f32>()?);
-        with_slice(&qkv, |src| {
+        with_rows(qkv, |src, stride| {
             with_slice(&cos, |cs| {
                 with_slice(&sin, |ss| {
                     let outs = q
@@ -186,7 +192,7 @@ pub fn qkv_rope(
                         .filter(|(row, _)| (row % total) >= offset && (row % total) < offset + n);
                     outs.for_each(|(row, ((q, k), v))| {
                         let (bi, t) = (row / total, row % total);
-                        let s = &src[(bi * n + t - offset) * width3..][..width3];
+                        let s = &src[(bi * n + t - offset) * stride..][..width3];
                         let (c, sn) = (&cs[row * half..][..half], &ss[row * half..][..half]);
                         norm_rope(&s[..w], &q_norm, c, sn, d, EPS, q);
                         norm_rope(&s[w..2 * w], &k_norm, c, sn, d, EPS, k);
