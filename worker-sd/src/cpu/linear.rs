@@ -299,6 +299,41 @@ mod tests {
     }
 
     #[test]
+    fn parts_read_in_place_stand_for_their_concatenation() {
+        // One part a narrow of a wider tensor's last dimension (rows strided), one contiguous; then an
+        // in-place step that sees each row's index.
+        let wide = random(&[2, 30, 40], 13);
+        let a = wide.narrow(2, 5, 10).unwrap();
+        let b = random(&[2, 30, 14], 14);
+        let w = random(&[16, 24], 15);
+        let bias = random(&[16], 16);
+        let cat = Tensor::cat(&[&a, &b], 2).unwrap();
+        let want = candle_nn::Linear::new(w.clone(), Some(bias.clone()))
+            .forward(&cat)
+            .unwrap();
+        let ours = linear_of_parts(&[&a, &b], &w, Some(&bias), None).unwrap();
+        assert!(max_diff(&ours, &want) < 1e-5);
+        assert!(
+            max_diff(&linear(&a, &w.narrow(1, 0, 10).unwrap(), None, None).unwrap(), &{
+                candle_nn::Linear::new(w.narrow(1, 0, 10).unwrap(), None)
+                    .forward(&a.contiguous().unwrap())
+                    .unwrap()
+            }) < 1e-5
+        );
+        let then = |r: usize, row: &mut [f32]| row.iter_mut().for_each(|v| *v = *v * 2.0 + r as f32);
+        let ours = linear_then(&[&a, &b], &w, Some(&bias), None, Some(then)).unwrap();
+        let rows = Tensor::arange(0f32, 60.0, &candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((2, 30, 1))
+            .unwrap();
+        let want = ((want * 2.0).unwrap().broadcast_add(&rows)).unwrap();
+        assert!(max_diff(&ours, &want) < 1e-4);
+        assert!(linear_of_parts(&[&a, &b.narrow(2, 0, 13).unwrap()], &w, None, None).is_err());
+        assert!(linear_of_parts(&[&a, &random(&[2, 29, 14], 17)], &w, None, None).is_err());
+        assert!(linear_of_parts(&[], &w, None, None).is_err());
+    }
+
+    #[test]
     fn one_by_one_projections_match_candles_transposes() {
         // A spatial transformer's proj_in (NCHW in, rows out) and proj_out (rows in, NCHW out + residual).
         let (b, c, h, w, n) = (2, 12, 5, 7, 20);
