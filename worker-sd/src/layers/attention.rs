@@ -24,25 +24,13 @@ impl GeGlu {
 impl Module for GeGlu {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let (w, b) = (self.proj.weight(), self.proj.bias());
-        if cpu::applies(xs) && cpu::applies(w) {
-            // GEGLU in place in the projection's own buffer: the output is its rows' first halves, which
-            // the next linear reads where they are.
-            let projected = cpu::profile::time(
-                || format!("linear+geglu {:?} x {:?}", xs.dims(), w.dims()),
-                || {
-                    cpu::linear::linear_then(
-                        &[xs],
-                        w,
-                        b,
-                        None,
-                        Some(|_, row: &mut [f32]| cpu::math::geglu_in_place(row)),
-                    )
-                },
-            )?;
-            return projected.narrow(D::Minus1, 0, w.dim(0)? / 2);
-        }
         let projected = super::linear(&self.proj, xs, None)?;
+        if cpu::applies(&projected) {
+            return cpu::profile::time(
+                || format!("geglu {:?}", projected.dims()),
+                || cpu::math::geglu(&projected),
+            );
+        }
         let hidden_states_and_gate = projected.chunk(2, D::Minus1)?;
         &hidden_states_and_gate[0] * hidden_states_and_gate[1].gelu()?
     }
