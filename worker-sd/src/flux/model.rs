@@ -4,9 +4,10 @@
 //!
 //! The same computation as candle-transformers' `flux::model::Flux`, with the steps that dominate a CPU
 //! step on worker-sd's kernels: attention flash-style ([`crate::cpu::attention`], no score matrix),
-//! LayerNorm fused with its modulation, QK-norm fused with the rotary embedding, GELU and the gated
-//! residual adds in one parallel pass each ([`super::ops`]). Projections are Candle matmuls (the `gemm`
-//! crate); other devices and dtypes take Candle's ops throughout.
+//! LayerNorm fused with its modulation, QK-norm fused with the rotary embedding ([`super::ops`]), and the
+//! projections on [`crate::cpu::linear`]: bias written first, GELU and the gated residual adds applied in
+//! place to the projection's own buffer, and a single block's output projection reading attention and MLP
+//! where they lie (no concatenation). Other devices and dtypes take Candle's ops throughout.
 
 use std::collections::HashMap;
 
