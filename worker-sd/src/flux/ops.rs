@@ -89,24 +89,17 @@ pub fn gated_add(x: &Tensor, gate: &Tensor, y: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(out, (b, n, w), &Device::Cpu)
 }
 
-/// GELU (tanh approximation) of every element; `x` may be a narrow of a wider tensor's last dimension (the
-/// MLP half of a single block's fused projection), read in place.
+/// GELU (tanh approximation) of every element.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if !cpu_f32(&[x]) {
         return x.gelu();
     }
-    let w = x.dim(D::Minus1)?;
+    let x = x.contiguous()?;
     let mut out = vec![0f32; x.elem_count()];
-    let rows_per_item = ((1 << 14) / w.max(1)).max(1);
-    with_rows(x, |xs, stride| {
-        out.par_chunks_mut(rows_per_item * w.max(1))
-            .enumerate()
-            .for_each(|(item, o)| {
-                for (r, o) in o.chunks_exact_mut(w).enumerate() {
-                    let x = &xs[(item * rows_per_item + r) * stride..][..w];
-                    o.iter_mut().zip(x).for_each(|(o, &x)| *o = math::gelu(x));
-                }
-            })
+    with_slice(&x, |xs| {
+        out.par_chunks_mut(1 << 14)
+            .zip(xs.par_chunks(1 << 14))
+            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = math::gelu(x)))
     })?;
     Tensor::from_vec(out, x.dims(), &Device::Cpu)
 }
