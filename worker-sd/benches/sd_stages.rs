@@ -63,6 +63,12 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?
         .into_iter()
         .fold(f64::INFINITY, f64::min);
+    if worker_sd::cpu::profile::enabled() {
+        eprint!(
+            "text encoding, 3 x 2 prompts:\n{}",
+            worker_sd::cpu::profile::take_report()
+        );
+    }
 
     let request = |size: u32, steps: u32| GenerationRequest {
         prompt: "a red cat".into(),

@@ -66,9 +66,18 @@ pub fn no_slices() -> &'static super::Slices {
 }
 
 /// A component's tensors moved to `device` in `dtype`, as a pipeline keeps them: the models are built
-/// from these same tensors, so keeping them for LoRAs costs no second copy.
+/// from these same tensors, so keeping them for LoRAs costs no second copy. On the CPU in float32 the
+/// linear weights are laid out column-major for the GEMM ([`crate::cpu::linear::column_major`]; same
+/// shapes and values); embedding tables (`*embedding.weight`, looked up by row) keep their rows.
 pub fn cast(map: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<TensorMap> {
     map.into_iter()
-        .map(|(k, v)| Ok((k, v.to_device(device)?.to_dtype(dtype)?)))
+        .map(|(k, v)| {
+            let v = v.to_device(device)?.to_dtype(dtype)?;
+            let v = match k.ends_with("embedding.weight") {
+                true => v,
+                false => crate::cpu::linear::column_major(v)?,
+            };
+            Ok((k, v))
+        })
         .collect()
 }

@@ -11,6 +11,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
+use crate::layers::linear;
+
 /// The fields of transformers' `CLIPTextConfig` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClipConfig {
@@ -224,30 +226,28 @@ impl ClipTextEncoder {
         let scale = (head_dim as f64).powf(-0.5);
         let mut hidden_states = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let residual = xs.clone();
             let normed = layer.norm1.forward(&xs)?;
             let split = |t: Tensor| -> candle_core::Result<Tensor> {
                 t.reshape((batch, seq, heads, head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = split((layer.q.forward(&normed)? * scale)?)?;
-            let k = split(layer.k.forward(&normed)?)?;
-            let v = split(layer.v.forward(&normed)?)?;
+            let q = split((linear(&layer.q, &normed, None)? * scale)?)?;
+            let k = split(linear(&layer.k, &normed, None)?)?;
+            let v = split(linear(&layer.v, &normed, None)?)?;
             let weights = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
             let weights = candle_nn::ops::softmax_last_dim(&weights)?;
             let attn = weights
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((batch, seq, self.config.hidden_size))?;
-            xs = (residual + layer.out.forward(&attn)?)?;
-            let residual = xs.clone();
-            let hidden = layer.fc1.forward(&layer.norm2.forward(&xs)?)?;
+            xs = linear(&layer.out, &attn, Some(&xs))?;
+            let hidden = linear(&layer.fc1, &layer.norm2.forward(&xs)?, None)?;
             let hidden = match self.config.hidden_act.as_str() {
                 "gelu" => hidden.gelu_erf()?,
                 _ => (&hidden * candle_nn::ops::sigmoid(&(&hidden * 1.702)?)?)?,
             };
-            xs = (residual + layer.fc2.forward(&hidden)?)?;
+            xs = linear(&layer.fc2, &hidden, Some(&xs))?;
             hidden_states.push(xs.clone());
         }
         let last_hidden_state = self.final_layer_norm.forward(&xs)?;
