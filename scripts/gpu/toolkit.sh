@@ -30,10 +30,14 @@ ROOT="$("$PY" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu1
 # generated from cudarc's own bindings, and the real libraries are found at run time (check.sh sets
 # LD_LIBRARY_PATH to the driver's and PyTorch's). The sonames are CUDA 13's.
 CUDARC_VERSION="$(awk '/^name = "cudarc"/ {getline; gsub(/"/, "", $3); print $3}' Cargo.lock)"
-CUDARC_SRC="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$CUDARC_VERSION" 2>/dev/null | head -1)"
+CUDARC_SRC="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$CUDARC_VERSION" 2>/dev/null | head -1 || true)"
 if [ -z "$CUDARC_SRC" ]; then
+  # `cargo fetch` only downloads the .crate archive (cargo unpacks it when it builds the crate, which on a
+  # fresh machine has not happened yet): unpack it beside the toolkit.
   cargo fetch --locked >&2
-  CUDARC_SRC="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$CUDARC_VERSION" | head -1)"
+  CRATE="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"cudarc-$CUDARC_VERSION.crate" | head -1)"
+  mkdir -p "$VENV/crates" && tar -xzf "$CRATE" -C "$VENV/crates"
+  CUDARC_SRC="$VENV/crates/cudarc-$CUDARC_VERSION"
 fi
 STUBS="$VENV/link-stubs-cudarc-$CUDARC_VERSION-v2"
 if [ ! -f "$STUBS/.done" ]; then
