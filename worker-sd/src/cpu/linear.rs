@@ -319,6 +319,15 @@ pub fn column_major(weight: Tensor) -> Result<Tensor> {
     Tensor::from_vec(transposed, (k, n), weight.device())?.t()
 }
 
+/// A component's tensor as a pipeline keeps it on the CPU: linear weights [`column_major`], embedding
+/// tables (`*embedding.weight`, looked up by row) as they are.
+pub fn kept_layout(name: &str, tensor: Tensor) -> Result<Tensor> {
+    match name.ends_with("embedding.weight") {
+        true => Ok(tensor),
+        false => column_major(tensor),
+    }
+}
+
 /// Calls `f` with a weight `(n, k)`'s float32 elements and its strides (over `n`, over `k`), read in place
 /// when it is row-major (the file's layout) or column-major ([`column_major`]), else from a row-major copy.
 fn with_weight<R>(weight: &Tensor, f: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R> {
@@ -410,6 +419,9 @@ mod tests {
             column_major(w.narrow(1, 2, 5).unwrap()).unwrap().stride(),
             &[24, 1]
         );
+        let kept = |name: &str| kept_layout(name, w.clone()).unwrap().stride().to_vec();
+        assert_eq!(kept("text_model.embeddings.token_embedding.weight"), [24, 1]);
+        assert_eq!(kept("text_model.encoder.layers.0.mlp.fc1.weight"), [1, 40]);
         // Every kernel reads it in place: rows, parts at a column offset, NCHW in and out; and Candle's
         // own `Linear` takes it too (GPU-less paths, the Flux CLIP).
         let (x, bias, residual) = (

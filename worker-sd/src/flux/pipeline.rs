@@ -212,7 +212,10 @@ impl FluxPipeline {
         }
         let clip_tensors = super::read_safetensors(&weights_file(&dir.join("text_encoder"))?, device)?
             .into_iter()
-            .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
+            .map(|(k, v)| {
+                let v = crate::cpu::linear::kept_layout(&k, v.to_dtype(dtype)?)?;
+                Ok((k, v))
+            })
             .collect::<Result<HashMap<_, _>>>()?;
         let clip_config = ClipTextConfig {
             vocab_size: clip_config.vocab_size,

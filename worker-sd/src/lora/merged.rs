@@ -67,16 +67,12 @@ pub fn no_slices() -> &'static super::Slices {
 
 /// A component's tensors moved to `device` in `dtype`, as a pipeline keeps them: the models are built
 /// from these same tensors, so keeping them for LoRAs costs no second copy. On the CPU in float32 the
-/// linear weights are laid out column-major for the GEMM ([`crate::cpu::linear::column_major`]; same
-/// shapes and values); embedding tables (`*embedding.weight`, looked up by row) keep their rows.
+/// linear weights are laid out column-major for the GEMM ([`crate::cpu::linear::kept_layout`]; same
+/// shapes and values); embedding tables keep their rows.
 pub fn cast(map: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<TensorMap> {
     map.into_iter()
         .map(|(k, v)| {
-            let v = v.to_device(device)?.to_dtype(dtype)?;
-            let v = match k.ends_with("embedding.weight") {
-                true => v,
-                false => crate::cpu::linear::column_major(v)?,
-            };
+            let v = crate::cpu::linear::kept_layout(&k, v.to_device(device)?.to_dtype(dtype)?)?;
             Ok((k, v))
         })
         .collect()
