@@ -328,11 +328,16 @@ pub fn kept_layout(name: &str, tensor: Tensor) -> Result<Tensor> {
     }
 }
 
+/// Whether `t` is a matrix laid out by [`column_major`] (a LoRA merge keeps that layout).
+pub fn is_column_major(t: &Tensor) -> bool {
+    matches!(*t.dims(), [n, k] if n > 1 && k > 1 && t.stride() == [1, n])
+}
+
 /// Calls `f` with a weight `(n, k)`'s float32 elements and its strides (over `n`, over `k`), read in place
 /// when it is row-major (the file's layout) or column-major ([`column_major`]), else from a row-major copy.
 fn with_weight<R>(weight: &Tensor, f: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R> {
     let (n, k) = weight.dims2()?;
-    if weight.stride() != [1, n] || n < 2 || k < 2 {
+    if !is_column_major(weight) {
         return with_slice(&weight.contiguous()?, |ws| f(ws, (k, 1)));
     }
     let (storage, layout) = weight.storage_and_layout();
@@ -411,6 +416,7 @@ mod tests {
         let w = random(&[40, 24], 21);
         let cm = column_major(w.clone()).unwrap();
         assert_eq!((cm.dims(), cm.stride()), (&[40, 24][..], &[1, 40][..]));
+        assert!(is_column_major(&cm) && !is_column_major(&w));
         assert_eq!(max_diff(&cm, &w), 0.0);
         // Already laid out, a vector and a narrow view are left as they are.
         assert_eq!(column_major(cm.clone()).unwrap().stride(), &[1, 40]);

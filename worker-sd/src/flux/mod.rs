@@ -269,13 +269,12 @@ impl FluxTransformer {
             single: checked.depth_single_blocks,
             guidance: checked.guidance_embed,
         };
-        // Linear weights column-major for the CPU's GEMM (`cpu::linear::column_major`); the transformer
-        // has no embedding tables.
+        // Linear weights column-major for the CPU's GEMM, as every pipeline keeps them.
         let tensors = tensors
             .into_iter()
             .map(|(k, v)| {
-                let v = v.to_device(device)?.to_dtype(dtype)?;
-                Ok((k, crate::cpu::linear::column_major(v)?))
+                let v = crate::cpu::linear::kept_layout(&k, v.to_device(device)?.to_dtype(dtype)?)?;
+                Ok((k, v))
             })
             .collect::<Result<HashMap<_, _>>>()?;
         let model = model::FluxModel::new(&tensors, shape).map_err(|e| FluxError::Layout(e.to_string()))?;

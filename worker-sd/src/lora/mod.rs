@@ -388,7 +388,7 @@ pub fn patch(targets: &[Target<'_>], loras: &[ActiveLora]) -> Result<(Vec<Tensor
             let delta = place.spread(delta.to_device(base.device())?, base)?;
             let merged = (base.to_dtype(DType::F32)? + (delta * lora.weight)?)?.to_dtype(base.dtype())?;
             // The sum comes out row-major: a weight laid out for the CPU's GEMM keeps that layout.
-            let merged = match base.rank() == 2 && !base.is_contiguous() {
+            let merged = match crate::cpu::linear::is_column_major(base) {
                 true => crate::cpu::linear::column_major(merged)?,
                 false => merged,
             };
